@@ -1,0 +1,23 @@
+# Attribution: variance shares of the per-sample score over the factors that vary, bootstrap over items.
+
+VARYING = [f for f in CFG.listed if CELLS[f].nunique() > 1]
+
+
+rule attribute:
+    input:
+        samples=f"{R}/tables/samples.parquet",
+    output:
+        shares=f"{R}/attribution/variance_shares.csv",
+        details=f"{R}/attribution/variance_shares.json",
+    log:
+        f"{R}/logs/attribute.log",
+    benchmark:
+        f"{R}/benchmarks/attribute.tsv"
+    params:
+        factors=",".join(VARYING),
+        bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
+        seed=CFG.seed,
+        out=f"{R}/attribution",
+    shell:
+        "reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
+        "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>--bootstrap {params.bootstrap} --seed {params.seed} --out {params.out} > {log} 2>&1"1"

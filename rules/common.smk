@@ -1,0 +1,62 @@
+# Shared set-up: load and validate the study config once, expand the grid, map wildcards to paths.
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from reprogrid.errors import UserError
+
+# The reprogrid command must be reachable by the jobs (a venv that is not activated still works).
+if shutil.which("reprogrid") is None:
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+CONFIG_PATH = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "configs/config.yaml"
+
+try:
+    from reprogrid.config import load_config
+    from reprogrid import grid as _grid
+    from reprogrid.models import EMBEDDED
+
+    CFG = load_config(CONFIG_PATH)
+    CELLS = _grid.expand(CFG)
+    GENS = _grid.generations(CFG)
+except UserError as _exc:
+    sys.stderr.write(f"error: {_exc}\n")
+    sys.exit(2)
+
+R = str(CFG.results)
+THREADS = CFG.threads
+PREPARED = sorted({g["prepared_key"] for g in GENS.values()})
+TOKENIZERS = sorted({g["sizing_tokenizer"] for g in GENS.values()})
+DOCS = sorted({(t, g["context_length"], g["sizing_tokenizer"], g["data_seed"])
+               for g in GENS.values() for t in CFG.ruler["tasks"]})
+
+
+wildcard_constraints:
+    pkey=r"[a-z0-9][a-z0-9._-]*--[a-z0-9_]+",
+    tok=r"[a-z0-9][a-z0-9._-]*",
+    task=r"[a-z0-9_]+",
+    length=r"\d+",
+    seed=r"\d+",
+
+
+def prepared_model_entry(pkey):
+    return CFG.models[pkey.split("--")[0]]
+
+
+def embedded_gguf(slug):
+    """The joined GGUF a model or tokenizer slug needs, if it comes from the embedded mirror."""
+    entry = CFG.models.get(slug) or (CFG.models.get(CFG.tokenizers.get(slug, {}).get("model", "")) or {})
+    if entry.get("source") == "embedded":
+        return [f"{R}/cache/gguf/{EMBEDDED[entry['embedded']].upstream_file}"]
+    return []
+
+
+def docs_file(task, length, tok, seed):
+    return f"{R}/ruler/{task}/L{length}/{tok}/seed{seed}.parquet"
+
+
+def final_outputs():
+    out = [f"{R}/grid/cells.tsv", f"{R}/tables/samples.parquet", f"{R}/tables/cells.parquet",
+           f"{R}/attribution/variance_shares.csv", f"{R}/report/summary.md", f"{R}/report/index.html"]
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from reprogrid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The ``reprogrid`` command. Each subcommand lives in the module of its stage.
+
+A stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
+only when their subcommand runs, so ``reprogrid grid`` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from reprogrid.errors import UserError
+
+COMMANDS = {
+    "grid": ("reprogrid.grid", "print the cell table of a study config as TSV"),
+    "prepare-model": ("reprogrid.models", "resolve, verify, convert and cache one (model, quantization)"),
+    "ruler-data": ("reprogrid.ruler", "build and cache RULER docs for one (task, length, tokenizer, seed)"),
+    "generate": ("reprogrid.generate", "run every generation of one prepared model through lm-eval"),
+    "score": ("reprogrid.scoring", "score stored generations per cell and write the tidy tables"),
+    "attribute": ("reprogrid.attribution", "variance shares of a response over factors, with intervals"),
+    "claims": ("reprogrid.claims", "check published claims for internal consistency"),
+    "explain": ("reprogrid.explain", "decompose the gap between two protocols into factor contributions"),
+    "report": ("reprogrid.report", "write the attribution report (Markdown + self-contained HTML)"),
+    "specdec": ("reprogrid.specdec", "speculative decoding measurements"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    only = command if command in COMMANDS else "__none__"
+    try:
+        parser = build_parser(only)
+        args = parser.parse_args(argv)
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

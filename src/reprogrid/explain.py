@@ -1,0 +1,556 @@
+"""Decompose the gap between two protocols into exact Shapley contributions of the factors that differ.
+
+``reprogrid explain INPUT --response COL --low "f=a,g=b" --high "f=c,g=d" [--item COL] --out DIR``
+
+Definitions (``explain()`` is the API, the CLI is a thin shell around it):
+
+- D = the factors whose ``--low`` and ``--high`` levels differ, in the order they are named.
+- For S a subset of D, v(S) = the mean response of the cell in which the factors of S take their
+  ``--high`` level and the other factors of D their ``--low`` level. v(empty) = low, v(D) = high.
+- The contribution of factor i is its Shapley value
+  ``phi_i = sum over S in D minus i of |S|! (|D|-|S|-1)! / |D|! * (v(S + i) - v(S))``,
+  computed exactly by enumerating the 2^|D| cells of the path (|D| <= 16). The contributions sum to
+  high - low (exactly in real arithmetic; to float rounding, ~1e-15, in practice). An interaction of
+  two factors is split half and half.
+- A factor named on one side only, or on both sides with the same level, is *held* at that level.
+- Other factor columns of INPUT (by default the study's factor catalogue present in INPUT; ``--factors``
+  overrides) that still have several levels among the selected rows are *averaged over*: each vertex
+  of the path is the equal-weight mean over the grid cells of that vertex (one per combination of the
+  averaged factors' levels). Every vertex must have every combination that any vertex has; a
+  combination that is absent from a vertex is a missing cell.
+- Rows with ``status`` other than "ok" (when INPUT has a ``status`` column) and rows whose response
+  is NaN are left out; a cell left without rows is missing.
+- With ``--item COL`` the input is per item (the ``samples`` table): a cell's value is the mean of the
+  response over its items, and intervals come from a bootstrap over items. An item is identified by
+  (``task``, COL) when INPUT has a ``task`` column, else by COL. Items are resampled *jointly*: one
+  draw of item ids applies to every cell that has those items; items are stratified by the set of
+  cells they appear in (e.g. items that differ across context lengths are resampled within their
+  own group), so each cell keeps its item count. Percentile intervals, seeded (``--seed``).
+  Without ``--item`` the input is per cell and ``ci_low``/``ci_high`` are empty.
+
+Missing cells: ``explain()`` never raises for them; it returns a result with ``missing_cells`` (one
+dict of factor -> level per missing grid cell) and no contributions. The CLI then prints one
+``missing cell: f=a, g=b`` line per cell on stderr, writes ``DIR/missing_cells.yaml`` (a
+``missing_cells:`` list of factor -> level mappings, ready to be added to a study config) and exits 1.
+Invalid input (unknown column, bad level syntax, non-numeric response) exits 2 with one ``error:`` line.
+
+Outputs on success: ``DIR/contributions.csv`` (``factor, contribution, ci_low, ci_high, low_level,
+high_level``) and ``DIR/summary.json`` (low/high values with intervals, gap, held and averaged factors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reprogrid.errors import UserError
+
+MAX_DIFFERING = 16
+# factor names when the study schema cannot be read (kept in the catalogue's order)
+FALLBACK_FACTORS = (
+    "model", "quantization", "tokenizer", "context_length", "num_fewshot", "cwe_oneshot", "chat_template",
+    "system_prompt", "dtype", "attn_implementation", "decoding", "temperature", "max_gen_toks", "batch_size",
+    "length_budget", "data_seed", "rope_scaling", "metric", "scale", "aggregation", "split", "tasks",
+)
+
+
+def factor_names() -> list[str]:
+    """The study's factor catalogue (``reprogrid.config``), or the built-in list if it cannot be read."""
+    try:
+        from reprogrid.config import factor_catalogue
+
+        names = list(factor_catalogue())
+        if names:
+            return names
+    except Exception:  # noqa: BLE001 - the catalogue is optional here
+        pass
+    return list(FALLBACK_FACTORS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# levels: one canonical text per level so that 4096 == "4096" and True == "true"
+
+
+def canon(x: Any) -> str:
+    """Canonical text of a factor level (bools lowercase, integral numbers without '.0')."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "null"
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return str(int(x)) if x.is_integer() else repr(x)
+    s = str(x).strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low
+    try:
+        return str(int(s))
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    if math.isfinite(f):
+        return str(int(f)) if f.is_integer() else repr(f)
+    return s
+
+
+def parse_scalar(s: str) -> Any:
+    """A CLI level as the value it spells: int, float, bool, or the string itself."""
+    c = canon(s)
+    if c in ("true", "false"):
+        return c == "true"
+    try:
+        return int(c)
+    except ValueError:
+        pass
+    try:
+        return float(c)
+    except ValueError:
+        return s.strip()
+
+
+def parse_levels(spec: str, what: str) -> dict[str, Any]:
+    """``"f=a,g=b"`` -> ``{"f": "a", "g": "b"}`` (levels kept as text; matched canonically)."""
+    out: dict[str, Any] = {}
+    spec = (spec or "").strip()
+    if not spec:
+        return out
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            raise UserError(f"empty entry in {spec!r}; expected 'factor=level,factor=level'", field=what)
+        if "=" not in part:
+            raise UserError(f"{part!r} is not 'factor=level'", field=what)
+        name, level = (t.strip() for t in part.split("=", 1))
+        if not name or not level:
+            raise UserError(f"{part!r} is not 'factor=level' (empty factor or level)", field=what)
+        if name in out:
+            raise UserError(f"factor {name!r} is given twice", field=what)
+        out[name] = level
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# bootstrap over items
+
+
+def item_bootstrap_means(values: np.ndarray, n_boot: int, seed: int, chunk_elems: int = 4_000_000) -> np.ndarray:
+    """Bootstrap replicates of each row's mean, resampling columns (items) jointly across rows.
+
+    ``values``: cells x items, NaN where a cell lacks an item. Items are stratified by their presence
+    pattern (the set of cells that have them); each stratum of m items is resampled m times with
+    replacement, so each cell keeps its item count. Returns an array n_boot x cells.
+    """
+    values = np.asarray(values, dtype=float)
+    n_cells, n_items = values.shape
+    out = np.empty((n_boot, n_cells))
+    if n_boot == 0 or n_items == 0:
+        return out
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    # strata by presence pattern, in a deterministic order (first appearance)
+    patterns, inverse = np.unique(present.T, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+    strata = [order[bounds[s]:bounds[s + 1]] for s in range(len(patterns))]
+    rng = np.random.default_rng(seed)
+    step = max(1, chunk_elems // max(1, n_items))
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        weights = np.zeros((b, n_items))
+        for idx in strata:
+            m = len(idx)
+            weights[:, idx] = rng.multinomial(m, np.full(m, 1.0 / m), size=b)
+        num = weights @ filled.T
+        den = weights @ present.T.astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + b] = num / den
+    return out
+
+
+def percentile_interval(reps: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    a = (1.0 - level) / 2.0
+    with np.errstate(all="ignore"):
+        lo = np.nanquantile(reps, a, axis=axis)
+        hi = np.nanquantile(reps, 1.0 - a, axis=axis)
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shapley weights
+
+
+def shapley_matrix(k: int) -> np.ndarray:
+    """W (k x 2^k) with phi = W @ v, v indexed by bitmask (bit i set = factor i at its high level)."""
+    fact = [math.factorial(i) for i in range(k + 1)]
+    w = [fact[s] * fact[k - s - 1] / fact[k] for s in range(k)] if k else []
+    W = np.zeros((k, 1 << k))
+    for mask in range(1 << k):
+        size = bin(mask).count("1")
+        for i in range(k):
+            if mask >> i & 1:
+                W[i, mask] += w[size - 1]
+            else:
+                W[i, mask] -= w[size]
+    return W
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExplainResult:
+    contributions: pd.DataFrame  # factor, contribution, ci_low, ci_high, low_level, high_level
+    missing_cells: list[dict] = field(default_factory=list)
+    low_value: float | None = None
+    high_value: float | None = None
+    low_ci: tuple[float, float] | None = None
+    high_ci: tuple[float, float] | None = None
+    gap_ci: tuple[float, float] | None = None
+    differing: list[str] = field(default_factory=list)
+    held: dict[str, Any] = field(default_factory=dict)
+    averaged_over: dict[str, list] = field(default_factory=dict)
+    path_values: dict[str, float] = field(default_factory=dict)  # "f=lvl,g=lvl" -> v(S)
+    n_items: int | None = None
+    bootstrap: int = 0
+    seed: int = 0
+    level: float = 0.95
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_cells
+
+    @property
+    def gap(self) -> float | None:
+        if self.low_value is None or self.high_value is None:
+            return None
+        return self.high_value - self.low_value
+
+    def summary(self) -> dict:
+        def f(x):
+            return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+        def pair(t):
+            return None if t is None else [f(t[0]), f(t[1])]
+
+        return {
+            "complete": self.complete,
+            "low_value": f(self.low_value), "low_ci": pair(self.low_ci),
+            "high_value": f(self.high_value), "high_ci": pair(self.high_ci),
+            "gap": f(self.gap), "gap_ci": pair(self.gap_ci),
+            "differing": list(self.differing),
+            "held": {k: _jsonable(v) for k, v in self.held.items()},
+            "averaged_over": {k: [_jsonable(x) for x in v] for k, v in self.averaged_over.items()},
+            "path_values": {k: f(v) for k, v in self.path_values.items()},
+            "contributions": [
+                {"factor": r.factor, "contribution": f(r.contribution), "ci_low": f(r.ci_low),
+                 "ci_high": f(r.ci_high), "low_level": _jsonable(r.low_level), "high_level": _jsonable(r.high_level)}
+                for r in self.contributions.itertuples()
+            ],
+            "missing_cells": [{k: _jsonable(v) for k, v in c.items()} for c in self.missing_cells],
+            "n_items": self.n_items, "bootstrap": self.bootstrap, "seed": self.seed, "level": self.level,
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _empty_contributions() -> pd.DataFrame:
+    return pd.DataFrame({"factor": pd.Series(dtype=str), "contribution": pd.Series(dtype=float),
+                         "ci_low": pd.Series(dtype=float), "ci_high": pd.Series(dtype=float),
+                         "low_level": pd.Series(dtype=object), "high_level": pd.Series(dtype=object)})
+
+
+def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | None = None,
+            bootstrap: int = 1000, seed: int = 0, factors: list[str] | None = None,
+            level: float = 0.95) -> ExplainResult:
+    """Exact Shapley decomposition of v(high) - v(low) over the factors whose levels differ.
+
+    See the module docstring for the definitions. Raises UserError for invalid input; returns a result
+    with ``missing_cells`` (and empty contributions) when cells on the path are absent.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise UserError("expected a table (DataFrame)", field="input")
+    if response not in df.columns:
+        raise UserError(f"no column {response!r}; columns: {', '.join(map(str, df.columns))}", field="--response")
+    if item is not None and item not in df.columns:
+        raise UserError(f"no column {item!r}; columns: {', '.join(map(str, df.columns))}", field="--item")
+    if bootstrap < 0:
+        raise UserError(f"expected a count >= 0, got {bootstrap}", field="--bootstrap")
+    if not 0 < level < 1:
+        raise UserError(f"expected a level in (0, 1), got {level}", field="--level")
+    for side, levels in (("--low", low), ("--high", high)):
+        for name in levels:
+            if name not in df.columns:
+                raise UserError(f"factor {name!r} is not a column of the input; columns: "
+                                f"{', '.join(map(str, df.columns))}", field=side)
+            if name in (response, item):
+                raise UserError(f"{name!r} is the response or item column, not a factor", field=side)
+    if factors is None:
+        factor_cols = [c for c in factor_names() if c in df.columns]
+    else:
+        unknown = [c for c in factors if c not in df.columns]
+        if unknown:
+            raise UserError(f"not columns of the input: {', '.join(unknown)}", field="--factors")
+        factor_cols = list(factors)
+    named = list(dict.fromkeys([*low, *high]))
+    factor_cols = list(dict.fromkeys([*[c for c in df.columns if c in factor_cols or c in named]]))
+    for c in factor_cols:
+        if c in (response, item):
+            raise UserError(f"{c!r} is the response or item column, not a factor", field="--factors")
+
+    resp = pd.to_numeric(df[response], errors="coerce")
+    bad = resp.isna() & df[response].notna()
+    if bad.any():
+        example = df.loc[bad, response].iloc[0]
+        raise UserError(f"column {response!r} is not numeric (e.g. {example!r})", field="--response")
+
+    data = df.assign(_resp=resp)
+    if "status" in data.columns and "status" not in factor_cols:
+        data = data[data["status"].astype(str) == "ok"]
+    data = data[data["_resp"].notna()]
+
+    # canonical level keys; remember one original value per canonical text
+    originals: dict[str, dict[str, Any]] = {}
+    keys = {}
+    for c in factor_cols:
+        uniq = pd.unique(data[c])
+        mapping = {u: canon(u) for u in uniq}
+        originals[c] = {}
+        for u, k in mapping.items():
+            originals[c].setdefault(k, _jsonable(u))
+        keys[c] = data[c].map(mapping)
+    kdf = pd.DataFrame(keys, index=data.index)
+
+    def orig(c: str, k: str, given: Any) -> Any:
+        return originals[c].get(k, parse_scalar(str(given)) if isinstance(given, str) else given)
+
+    held, differing = {}, []
+    for name in named:
+        lo_k = canon(low[name]) if name in low else None
+        hi_k = canon(high[name]) if name in high else None
+        if lo_k is None or hi_k is None or lo_k == hi_k:
+            k = lo_k if lo_k is not None else hi_k
+            held[name] = k
+        else:
+            differing.append(name)
+    if len(differing) > MAX_DIFFERING:
+        raise UserError(f"{len(differing)} factors differ; at most {MAX_DIFFERING} (2^k cells)", field="--low/--high")
+
+    sel = pd.Series(True, index=data.index)
+    for name, k in held.items():
+        sel &= kdf[name] == k
+    for name in differing:
+        sel &= kdf[name].isin([canon(low[name]), canon(high[name])])
+    data, kdf = data[sel], kdf[sel]
+
+    others = [c for c in factor_cols if c not in named]
+    averaged = [c for c in others if kdf[c].nunique() > 1]
+    constant = {c: orig(c, kdf[c].iloc[0], None) for c in others if kdf[c].nunique() == 1}
+    combos = (sorted(set(map(tuple, kdf[averaged].to_numpy().tolist()))) if averaged else [()])
+    if not len(data):
+        combos = [()] if not averaged else combos
+
+    k = len(differing)
+    held_orig = {n: orig(n, kk, low.get(n, high.get(n))) for n, kk in held.items()}
+    result = ExplainResult(contributions=_empty_contributions(), differing=differing, held={**held_orig, **constant},
+                           averaged_over={c: [orig(c, v, None) for v in sorted(kdf[c].unique(), key=_sort_key)]
+                                          for c in averaged},
+                           bootstrap=bootstrap if item else 0, seed=seed, level=level)
+
+    # group rows by (vertex mask, combo)
+    def vertex_keys(mask: int) -> dict[str, str]:
+        return {n: canon(high[n]) if mask >> i & 1 else canon(low[n]) for i, n in enumerate(differing)}
+
+    group_cols = differing + averaged
+    if group_cols:
+        gkey = pd.Series(list(map(tuple, kdf[group_cols].to_numpy().tolist())), index=kdf.index)
+    else:
+        gkey = pd.Series([()] * len(kdf), index=kdf.index, dtype=object)
+    present_groups = set(gkey.tolist())
+
+    cells: list[tuple] = []  # in order: mask-major, combo-minor
+    missing: list[dict] = []
+    for mask in range(1 << k):
+        vk = vertex_keys(mask)
+        for combo in combos:
+            key = tuple(vk[n] for n in differing) + tuple(combo)
+            cells.append(key)
+            if key not in present_groups:
+                cell = {}
+                for c in factor_cols:
+                    if c in held:
+                        cell[c] = held_orig[c]
+                    elif c in vk:
+                        cell[c] = orig(c, vk[c], high[c] if mask >> differing.index(c) & 1 else low[c])
+                    elif c in averaged:
+                        cell[c] = orig(c, combo[averaged.index(c)], None)
+                    elif c in constant:
+                        cell[c] = constant[c]
+                missing.append(cell)
+    if missing:
+        result.missing_cells = missing
+        return result
+
+    n_combo = len(combos)
+    cell_index = {key: j for j, key in enumerate(cells)}
+    gidx = gkey.map(cell_index).to_numpy()
+
+    if item is None:
+        sums = np.bincount(gidx, weights=data["_resp"].to_numpy(float), minlength=len(cells))
+        counts = np.bincount(gidx, minlength=len(cells))
+        cell_means = sums / counts
+        reps = None
+    else:
+        if "task" in data.columns and item != "task":
+            ikey = data["task"].astype(str) + "\x1f" + data[item].astype(str)
+        else:
+            ikey = data[item].astype(str)
+        codes, uniq_items = pd.factorize(ikey, sort=True)
+        mat_sum = np.zeros((len(cells), len(uniq_items)))
+        mat_cnt = np.zeros((len(cells), len(uniq_items)))
+        np.add.at(mat_sum, (gidx, codes), data["_resp"].to_numpy(float))
+        np.add.at(mat_cnt, (gidx, codes), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mat = np.where(mat_cnt > 0, mat_sum / np.where(mat_cnt > 0, mat_cnt, 1), np.nan)
+        cell_means = np.nanmean(mat, axis=1)
+        reps = item_bootstrap_means(mat, bootstrap, seed) if bootstrap > 0 else None
+        result.n_items = int(len(uniq_items))
+
+    v = cell_means.reshape(1 << k, n_combo).mean(axis=1)
+    W = shapley_matrix(k)
+    phi = W @ v
+    result.low_value, result.high_value = float(v[0]), float(v[-1])
+    result.path_values = {
+        ",".join(f"{n}={_fmt(orig(n, kk, None))}" for n, kk in vertex_keys(mask).items()) or "(none)": float(v[mask])
+        for mask in range(1 << k)
+    }
+    ci_lo = np.full(k, np.nan)
+    ci_hi = np.full(k, np.nan)
+    if reps is not None:
+        vb = reps.reshape(reps.shape[0], 1 << k, n_combo).mean(axis=2)  # B x 2^k
+        phib = vb @ W.T  # B x k
+        if k:
+            ci_lo, ci_hi = percentile_interval(phib, level)
+        lo_i, hi_i = percentile_interval(vb[:, [0, -1]], level)
+        result.low_ci = (float(lo_i[0]), float(hi_i[0]))
+        result.high_ci = (float(lo_i[1]), float(hi_i[1]))
+        g_lo, g_hi = percentile_interval(vb[:, -1] - vb[:, 0], level)
+        result.gap_ci = (float(g_lo), float(g_hi))
+    result.contributions = pd.DataFrame({
+        "factor": differing,
+        "contribution": phi.astype(float),
+        "ci_low": np.asarray(ci_lo, dtype=float),
+        "ci_high": np.asarray(ci_hi, dtype=float),
+        "low_level": [orig(n, canon(low[n]), low[n]) for n in differing],
+        "high_level": [orig(n, canon(high[n]), high[n]) for n in differing],
+    }) if k else _empty_contributions()
+    return result
+
+
+def _sort_key(s: str):
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def format_cell(cell: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in cell.items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+
+def read_table(path: str | Path, what: str = "INPUT") -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("file not found", field=f"{what} {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+        if suffix == ".csv":
+            return pd.read_csv(p)
+        if suffix in (".tsv", ".tab"):
+            return pd.read_csv(p, sep="\t")
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise UserError(f"cannot read table ({exc.__class__.__name__}: {msg})", field=f"{what} {p}") from None
+    raise UserError(f"unsupported table format {suffix or '(none)'!r}; expected .parquet, .csv or .tsv",
+                    field=f"{what} {p}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="cells or samples table (.parquet, .csv, .tsv)")
+    parser.add_argument("--response", required=True, metavar="COL", help="response column (e.g. score)")
+    parser.add_argument("--low", required=True, metavar="SPEC", help='low protocol, "factor=level,factor=level"')
+    parser.add_argument("--high", required=True, metavar="SPEC", help='high protocol, "factor=level,..."')
+    parser.add_argument("--item", metavar="COL", help="item column (per-item input): enables the bootstrap")
+    parser.add_argument("--factors", metavar="F,G", help="factor columns (default: the study's factors present)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    low = parse_levels(args.low, "--low")
+    high = parse_levels(args.high, "--high")
+    factors = [f.strip() for f in args.factors.split(",") if f.strip()] if args.factors else None
+    df = read_table(args.input)
+    res = explain(df, args.response, low, high, item=args.item, bootstrap=args.bootstrap, seed=args.seed,
+                  factors=factors, level=args.level)
+    out = Path(args.out)
+    from reprogrid.io import write_json, write_text
+
+    if res.missing_cells:
+        for cell in res.missing_cells:
+            print(f"missing cell: {format_cell(cell)}", file=sys.stderr)
+        import yaml
+
+        text = ("# cells on the explanation path that the input lacks; add them to the study config\n"
+                + yaml.safe_dump({"missing_cells": [{k: _jsonable(v) for k, v in c.items()} for c in res.missing_cells]},
+                                 sort_keys=False, default_flow_style=None))
+        write_text(out / "missing_cells.yaml", text)
+        print(f"error: {len(res.missing_cells)} cell(s) on the path are missing; listed in {out / 'missing_cells.yaml'}",
+              file=sys.stderr)
+        return 1
+    table = res.contributions
+    csv = table.to_csv(index=False, float_format="%.10g", lineterminator="\n")
+    write_text(out / "contributions.csv", csv)
+    write_json(out / "summary.json", res.summary())
+    print(f"low {res.low_value:.6g}  high {res.high_value:.6g}  gap {res.gap:.6g}")
+    for r in table.itertuples():
+        ci = "" if math.isnan(r.ci_low) else f"  [{r.ci_low:.4g}, {r.ci_high:.4g}]"
+        print(f"  {r.factor}: {r.contribution:+.6g}{ci}  ({_fmt(r.low_level)} -> {_fmt(r.high_level)})")
+    return 0

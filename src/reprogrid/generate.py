@@ -1,0 +1,251 @@
+"""Run every generation of one prepared model through lm-eval's RULER tasks on transformers.
+
+One job per prepared model (one set of weights): the weights are loaded once per load setting
+(dtype, attention implementation, load-time quantization) and every generation that uses them runs
+in the same process. Each generation's per-sample records are written atomically to
+``<out>/<generation_id>.parquet`` with a provenance JSON beside it; a finished generation is never
+redone, and lm-eval's per-request sqlite cache (one file per generation) lets an interrupted
+generation resume where it stopped.
+
+No silent truncation: every record carries its prompt token count (chat template and few-shot
+examples included), the ``max_length`` the model was given and whether lm-eval's left truncation
+cut it. Under ``length_budget: fit`` max_length is sized so that nothing is cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from reprogrid.errors import UserError
+from reprogrid.io import atomic_path, write_json, write_parquet
+from reprogrid.ruler import TASKS
+
+SYSTEM_PROMPTS = {"default": None, "concise": "Answer with the requested values only.", "empty": ""}
+CHAT_MARGIN = 256  # tokens reserved for chat-template markup under length_budget: fit
+PACKAGES = ("reprogrid", "torch", "transformers", "lm_eval", "datasets", "gguf", "pandas", "pyarrow",
+            "numpy", "snakemake", "statsmodels", "scipy")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+def code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def docs_path(docs_root: Path, task: str, length: int, tokenizer: str, seed: int) -> Path:
+    return Path(docs_root) / task / f"L{length}" / tokenizer / f"seed{seed}.parquet"
+
+
+def max_gen_toks(gen: dict, task: str) -> int:
+    return int(gen["max_gen_toks"]) if gen["max_gen_toks"] else TASKS[task][2]
+
+
+def _task_config(task: str, docs: list[dict], gen: dict, tm) -> dict:
+    """lm-eval's registered config for the task, fed our cached docs and this generation's settings."""
+    import datasets
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = copy.deepcopy(load_yaml(tm.task_index[task].yaml_path, resolve_func=True))
+    cfg.pop("tag", None)
+    frozen = datasets.Dataset.from_list(docs)
+    cfg["custom_dataset"] = lambda **_: {"test": frozen}
+    length = str(gen["context_length"])
+    cfg["metric_list"] = [{"metric": length, "aggregation": "mean", "higher_is_better": True}]
+    gk = dict(cfg.get("generation_kwargs", {}))
+    gk["max_gen_toks"] = max_gen_toks(gen, task)
+    if gen["decoding"] == "sample":
+        gk.update(do_sample=True, temperature=float(gen["temperature"]))
+    else:
+        gk.update(do_sample=False, temperature=0.0)
+    cfg["generation_kwargs"] = gk
+    cfg["metadata"] = {"version": cfg.get("metadata", {}).get("version", 1.0),
+                       "max_seq_lengths": [int(gen["context_length"])]}
+    return cfg
+
+
+def _load_docs(docs_root: Path, task: str, gen: dict, n_items: int) -> list[dict]:
+    from reprogrid.ruler import load_docs
+
+    path = docs_path(docs_root, task, gen["context_length"], gen["sizing_tokenizer"], gen["data_seed"])
+    docs = load_docs(path, n_items)
+    if task == "ruler_cwe" and gen.get("cwe_oneshot"):
+        for d in docs:  # upstream RULER puts the worked example before the question
+            d["input"] = d["input_example"] + "\n" + d["input"]
+    return docs
+
+
+def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_items: int, cache_dir: Path,
+                   seed: int) -> tuple[pd.DataFrame, dict]:
+    """Run one generation; return its per-sample records and run details."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager()
+    docs = {t: _load_docs(docs_root, t, gen, n_items) for t in tasks}
+    L, k = int(gen["context_length"]), int(gen["num_fewshot"])
+    gen_budget = max(max_gen_toks(gen, t) for t in tasks)
+    if gen["length_budget"] == "truncate":
+        max_length = L
+    else:
+        max_length = L * (k + 1) + gen_budget + CHAT_MARGIN * (k + 1)
+    lm._max_length = max_length
+    lm.batch_size_per_gpu = int(gen["batch_size"])
+    loaded = tm.load([_task_config(t, docs[t], gen, tm) for t in tasks])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = simple_evaluate(
+        model=lm, tasks=list(loaded["tasks"].values()), num_fewshot=k or None, log_samples=True,
+        apply_chat_template=bool(gen["chat_template"]),
+        system_instruction=SYSTEM_PROMPTS[gen["system_prompt"]] if gen["chat_template"] else None,
+        use_cache=str(cache_dir / gen["generation_id"]), bootstrap_iters=0,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    seconds = time.time() - t0
+    rows = []
+    for task in tasks:
+        for s in sorted(res["samples"][task], key=lambda s: int(s["doc_id"])):
+            doc = s["doc"]
+            context = s["arguments"][0][0]
+            prompt_tokens = len(tok(context, add_special_tokens=False).input_ids)
+            budget = max_gen_toks(gen, task)
+            rows.append({
+                "task": task,
+                "doc_id": int(s["doc_id"]),
+                "item_id": f"{task}/{int(doc['index'])}",
+                "target": list(doc["outputs"]),
+                "response": s["filtered_resps"][0] if s["filtered_resps"] else "",
+                "lm_eval_score": float(s[str(L)]),
+                "prompt_tokens": prompt_tokens,
+                "sizing_tokens": int(doc["length"]),
+                "max_length": max_length,
+                "max_gen_toks": budget,
+                "truncated": bool(prompt_tokens > max_length - budget),
+                "prompt_sha256": hashlib.sha256(context.encode()).hexdigest(),
+                "doc_hash": s["doc_hash"],
+            })
+    details = {"seconds": round(seconds, 2), "max_length": max_length, "n_samples": len(rows),
+               "lm_eval_config": {k_: v for k_, v in res.get("config", {}).items() if k_ != "model_args"},
+               "n_truncated": sum(r["truncated"] for r in rows)}
+    return pd.DataFrame(rows), details
+
+
+def _load_settings(gen: dict) -> tuple:
+    return (gen["dtype"], gen["attn_implementation"], gen["quantization"])
+
+
+def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_dir: Path,
+              manifest: Path, threads: int) -> dict:
+    """Run all generations of one prepared model; write per-generation outputs and the manifest."""
+    import torch
+
+    from reprogrid import grid, models
+
+    torch.set_num_threads(threads)
+    gens = [g for g in grid.generations(cfg).values() if g["prepared_key"] == prepared_key]
+    if not gens:
+        raise UserError(f"no generation of the grid uses prepared model '{prepared_key}'")
+    tasks = list(cfg.ruler["tasks"])
+    n_items = int(cfg.ruler["n_items"])
+    model_info = models.read_provenance(prepared_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status: dict[str, dict] = {}
+    gens.sort(key=lambda g: (_load_settings(g), g["generation_id"]))
+    loaded_key, lm, tok = None, None, None
+    for i, gen in enumerate(gens, 1):
+        gid = gen["generation_id"]
+        out, meta = out_dir / f"{gid}.parquet", out_dir / f"{gid}.json"
+        if out.exists() and meta.exists():
+            log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: already done, skipped")
+            status[gid] = {"status": "ok", "records": out.name, "resumed": True}
+            continue
+        try:
+            if _load_settings(gen) != loaded_key:
+                lm = tok = None
+                dtype, attn, quant = _load_settings(gen)
+                log(f"[generate] loading {prepared_key} (dtype {dtype}, attention {attn}, quantization {quant})")
+                model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn,
+                                                  quantization=quant)
+                from lm_eval.models.huggingface import HFLM
+
+                lm = HFLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=1)
+                loaded_key = _load_settings(gen)
+            log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
+                f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")
+            records, details = run_generation(lm, tok, gen, docs_root, tasks, n_items,
+                                              out_dir.parent / "lm_eval_cache", cfg.seed)
+            records.insert(0, "generation_id", gid)
+            provenance = {
+                "generation_id": gid, "generation": gen, "config_path": str(cfg.path),
+                "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
+                "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
+                                                           "tokenizer_sha256", "quantization", "level")},
+                "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
+                "ruler": {"tasks": tasks, "n_items": n_items}, **details,
+            }
+            write_parquet(records, out)
+            write_json(meta, provenance)
+            log(f"[generate] {gid}: {len(records)} samples in {details['seconds']:.0f} s, "
+                f"lm-eval mean {records['lm_eval_score'].mean():.3f}, {details['n_truncated']} truncated")
+            status[gid] = {"status": "ok", "records": out.name}
+        except (RuntimeError, ValueError, OSError, MemoryError, UserError) as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+            log(f"[generate] {gid} FAILED: {reason}")
+            log(traceback.format_exc(limit=3))
+            status[gid] = {"status": "failed", "reason": reason}
+    result = {"prepared_key": prepared_key, "generations": status}
+    write_json(manifest, result)
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True)
+    p.add_argument("--prepared-key", required=True)
+    p.add_argument("--model-dir", required=True, help="prepared model directory")
+    p.add_argument("--docs", required=True, help="root of the RULER docs cache")
+    p.add_argument("--out", required=True, help="directory for per-generation records")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+
+def run(args) -> int:
+    from reprogrid.config import load_config
+
+    cfg = load_config(args.config)
+    res = run_model(cfg, args.prepared_key, Path(args.model_dir), Path(args.docs), Path(args.out),
+                    Path(args.manifest), args.threads)
+    failed = [g for g, s in res["generations"].items() if s["status"] != "ok"]
+    log(f"[generate] {args.prepared_key}: {len(res['generations']) - len(failed)} ok, {len(failed)} failed")
+    return 0

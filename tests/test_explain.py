@@ -1,0 +1,220 @@
+"""reprogrid.explain: exact Shapley contributions on synthetic grids with known effects."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from reprogrid.cli import main
+from reprogrid.errors import UserError
+from reprogrid.explain import explain, item_bootstrap_means, parse_levels, shapley_matrix
+
+LOW = {"a": "a0", "b": "b0", "c": "c0"}
+HIGH = {"a": "a1", "b": "b1", "c": "c1"}
+FACTORS = ["a", "b", "c", "d"]
+
+
+def grid(fn, d_levels=("d0",)) -> pd.DataFrame:
+    rows = []
+    for a, b, c, d in itertools.product(("a0", "a1"), ("b0", "b1"), ("c0", "c1"), d_levels):
+        rows.append({"cell_id": f"{a}{b}{c}{d}", "a": a, "b": b, "c": c, "d": d,
+                     "score": fn(a == "a1", b == "b1", c == "c1", d), "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def contrib(res) -> dict:
+    return dict(zip(res.contributions["factor"], res.contributions["contribution"]))
+
+
+def test_additive_effects_are_recovered_exactly():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + 0.05 * b - 0.03 * c)
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert res.complete and res.differing == ["a", "b", "c"]
+    assert contrib(res) == pytest.approx({"a": 0.2, "b": 0.05, "c": -0.03}, abs=1e-12)
+    assert res.low_value == pytest.approx(0.1) and res.high_value == pytest.approx(0.32)
+    assert res.contributions["contribution"].sum() == pytest.approx(res.high_value - res.low_value, abs=1e-14)
+    assert res.contributions["ci_low"].isna().all()  # no items: no bootstrap
+
+
+def test_interaction_is_split_half_and_half():
+    df = grid(lambda a, b, c, d: 0.1 + 0.4 * (a and b) + 0.1 * c)
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert contrib(res) == pytest.approx({"a": 0.2, "b": 0.2, "c": 0.1}, abs=1e-12)
+    assert sum(contrib(res).values()) == pytest.approx(0.5, abs=1e-14)
+
+
+def test_held_factor_and_one_sided_factor():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + 0.3 * c + 0.1 * (a and c))
+    # c held at c1 on both sides; b named on one side only -> held too
+    res = explain(df, "score", {"a": "a0", "b": "b1", "c": "c1"}, {"a": "a1", "c": "c1"}, factors=FACTORS)
+    assert res.differing == ["a"] and res.held["c"] == "c1" and res.held["b"] == "b1"
+    assert contrib(res) == pytest.approx({"a": 0.3}, abs=1e-12)
+
+
+def test_unnamed_factor_with_several_levels_is_averaged():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + (0.4 if d == "d1" and a else 0.0), d_levels=("d0", "d1"))
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert res.averaged_over == {"d": ["d0", "d1"]}
+    assert contrib(res)["a"] == pytest.approx(0.2 + 0.2, abs=1e-12)
+    assert contrib(res)["b"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_levels_match_across_types():
+    df = grid(lambda a, b, c, d: 0.5).assign(context_length=lambda t: np.where(t["a"] == "a1", 8192, 4096),
+                                             chat_template=lambda t: t["b"] == "b1")
+    df["score"] = 0.1 + 0.2 * (df["context_length"] == 8192) + 0.3 * df["chat_template"]
+    res = explain(df, "score", {"context_length": "4096", "chat_template": "false", "c": "c0"},
+                  {"context_length": "8192", "chat_template": "True", "c": "c0"}, factors=["c", "d"])
+    assert contrib(res) == pytest.approx({"context_length": 0.2, "chat_template": 0.3}, abs=1e-12)
+    assert list(res.contributions["high_level"]) == [8192, True]
+
+
+def test_missing_cells_are_named():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a)
+    df = df[~((df["a"] == "a1") & (df["b"] == "b0") & (df["c"] == "c1"))]
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert not res.complete and res.contributions.empty
+    assert res.missing_cells == [{"a": "a1", "b": "b0", "c": "c1", "d": "d0"}]
+
+
+def test_failed_cells_count_as_missing():
+    df = grid(lambda a, b, c, d: 0.1)
+    df.loc[(df["a"] == "a1") & (df["b"] == "b1") & (df["c"] == "c1"), "status"] = "failed"
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert res.missing_cells == [{"a": "a1", "b": "b1", "c": "c1", "d": "d0"}]
+
+
+def brute_shapley(v: dict, k: int) -> list[float]:
+    phi = [0.0] * k
+    for perm in itertools.permutations(range(k)):
+        mask = 0
+        for i in perm:
+            phi[i] += v[mask | 1 << i] - v[mask]
+            mask |= 1 << i
+    n = math.factorial(k)
+    return [p / n for p in phi]
+
+
+def test_shapley_matrix_matches_permutation_definition():
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 4):
+        v = {m: float(x) for m, x in enumerate(rng.random(1 << k))}
+        phi = shapley_matrix(k) @ np.array([v[m] for m in range(1 << k)])
+        assert phi == pytest.approx(brute_shapley(v, k), abs=1e-12)
+        assert phi.sum() == pytest.approx(v[(1 << k) - 1] - v[0], abs=1e-12)
+
+
+def samples_grid(n_items=30, seed=1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a, b in itertools.product(("a0", "a1"), ("b0", "b1")):
+        p = 0.2 + 0.5 * (a == "a1") + 0.1 * (b == "b1")
+        for t in ("t1", "t2"):
+            for i in range(n_items):
+                rows.append({"a": a, "b": b, "task": t, "item_id": str(i), "score": float(rng.random() < p)})
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_over_items_is_deterministic_and_covers_the_estimate():
+    df = samples_grid()
+    kw = dict(item="item_id", bootstrap=200, factors=["a", "b"])
+    r1 = explain(df, "score", {"a": "a0", "b": "b0"}, {"a": "a1", "b": "b1"}, seed=7, **kw)
+    r2 = explain(df, "score", {"a": "a0", "b": "b0"}, {"a": "a1", "b": "b1"}, seed=7, **kw)
+    r3 = explain(df, "score", {"a": "a0", "b": "b0"}, {"a": "a1", "b": "b1"}, seed=8, **kw)
+    pd.testing.assert_frame_equal(r1.contributions, r2.contributions)
+    assert not r1.contributions[["ci_low", "ci_high"]].equals(r3.contributions[["ci_low", "ci_high"]])
+    t = r1.contributions
+    assert (t["ci_low"] <= t["contribution"]).all() and (t["contribution"] <= t["ci_high"]).all()
+    assert t["contribution"].sum() == pytest.approx(r1.high_value - r1.low_value, abs=1e-14)
+    assert r1.n_items == 60  # (task, item_id) pairs
+    means = df.groupby(["a", "b"])["score"].mean()
+    assert r1.low_value == pytest.approx(means[("a0", "b0")]) and r1.high_value == pytest.approx(means[("a1", "b1")])
+
+
+def test_item_bootstrap_keeps_item_counts_and_resamples_jointly():
+    # two cells share items 0..4; a third cell has its own items: identical rows -> identical replicates
+    x = np.array([[1, 0, 1, 0, 1, np.nan], [1, 0, 1, 0, 1, np.nan], [np.nan] * 5 + [1.0]])
+    reps = item_bootstrap_means(x, 50, seed=0)
+    assert reps.shape == (50, 3)
+    assert np.array_equal(reps[:, 0], reps[:, 1])
+    assert np.all(reps[:, 2] == 1.0)
+    assert np.array_equal(reps, item_bootstrap_means(x, 50, seed=0))
+
+
+def test_parse_levels_and_errors():
+    assert parse_levels("a=1, b = x", "--low") == {"a": "1", "b": "x"}
+    assert parse_levels("", "--low") == {}
+    for bad in ("a", "a=1,,b=2", "a=1,a=2", "=1"):
+        with pytest.raises(UserError):
+            parse_levels(bad, "--low")
+    df = grid(lambda a, b, c, d: 0.1)
+    with pytest.raises(UserError, match="not a column"):
+        explain(df, "score", {"zz": "1"}, {"zz": "2"})
+    with pytest.raises(UserError, match="no column"):
+        explain(df, "nope", LOW, HIGH)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_writes_contributions(tmp_path, capsys):
+    df = samples_grid()
+    src = tmp_path / "samples.parquet"
+    df.to_parquet(src, index=False)
+    out = tmp_path / "out"
+    rc = main(["explain", str(src), "--response", "score", "--low", "a=a0,b=b0", "--high", "a=a1,b=b1",
+               "--item", "item_id", "--factors", "a,b", "--bootstrap", "100", "--seed", "3", "--out", str(out)])
+    assert rc == 0
+    t = pd.read_csv(out / "contributions.csv")
+    assert list(t.columns[:4]) == ["factor", "contribution", "ci_low", "ci_high"]
+    assert list(t["factor"]) == ["a", "b"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert t["contribution"].sum() == pytest.approx(summary["gap"], abs=1e-9)
+    assert summary["complete"] and summary["bootstrap"] == 100
+
+
+def test_cli_missing_cells_exit_1_and_listed(tmp_path, capsys):
+    df = grid(lambda a, b, c, d: 0.1)
+    df = df[~((df["a"] == "a1") & (df["b"] == "b1"))]
+    src = tmp_path / "cells.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "out"
+    rc = main(["explain", str(src), "--response", "score", "--low", "a=a0,b=b0,c=c0", "--high", "a=a1,b=b1,c=c1",
+               "--factors", "a,b,c,d", "--out", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "missing cell: a=a1, b=b1, c=c0, d=d0" in err and "missing cell: a=a1, b=b1, c=c1, d=d0" in err
+    assert not (out / "contributions.csv").exists()
+    listed = yaml.safe_load((out / "missing_cells.yaml").read_text())["missing_cells"]
+    assert {"a": "a1", "b": "b1", "c": "c0", "d": "d0"} in listed and len(listed) == 2
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--low", "zz=1", "--high", "zz=2"], "--low: factor 'zz' is not a column"),
+    (["--low", "a", "--high", "a=a1"], "--low: 'a' is not 'factor=level'"),
+    (["--low", "a=a0", "--high", "a=a1", "--response", "a"], "is the response"),
+])
+def test_cli_bad_input_exit_2_one_line(tmp_path, capsys, args, needle):
+    src = tmp_path / "cells.csv"
+    grid(lambda a, b, c, d: 0.1).to_csv(src, index=False)
+    argv = ["explain", str(src), "--out", str(tmp_path / "o")] + args
+    if "--response" not in args:
+        argv += ["--response", "score"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_unreadable_input(tmp_path, capsys):
+    assert main(["explain", str(tmp_path / "nope.parquet"), "--response", "score", "--low", "a=1",
+                 "--high", "a=2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "file not found" in err[0]
