@@ -15,6 +15,7 @@ include: "rules/ruler.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/attribute.smk"
+include: "rules/claims.smk"
 include: "rules/report.smk"
 
 

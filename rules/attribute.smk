@@ -20,4 +20,4 @@ rule attribute:
         out=f"{R}/attribution",
     shell:
         "reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
-        "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>--bootstrap {params.bootstrap} --seed {params.seed} --out {params.out} > {log} 2>&1"1"
+        "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>&1"

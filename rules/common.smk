@@ -59,4 +59,6 @@ def docs_file(task, length, tok, seed):
 def final_outputs():
     out = [f"{R}/grid/cells.tsv", f"{R}/tables/samples.parquet", f"{R}/tables/cells.parquet",
            f"{R}/attribution/variance_shares.csv", f"{R}/report/summary.md", f"{R}/report/index.html"]
+    if CFG.raw.get("claims", {}).get("files"):
+        out += [f"{R}/claims/findings.txt", f"{R}/claims/verdicts.json"]
     return out

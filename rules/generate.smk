@@ -25,6 +25,7 @@ rule generate:
     threads: THREADS
     resources:
         mem_mb=8000,
+        gpu=lambda wc: int(prepared_model_entry(wc.pkey).get("device") == "cuda"),
     shell:
         "reprogrid generate --config {params.config} --prepared-key {wildcards.pkey} --model-dir {input.model} "
         "--docs {params.docs} --out {params.out} --manifest {output.manifest} --threads {threads} > {log} 2>&1"

@@ -161,6 +161,9 @@ def check_semantics(cfg: Config) -> None:
         need = {"embedded": "embedded", "hf": "id", "local_dir": "path", "gguf": "path"}[src]
         if need not in entry:
             raise UserError(f"source '{src}' needs the key '{need}'", field=f"{where}: models.{slug}")
+        if entry.get("rope_scaling") and entry.get("family") == "qwen2.5-small":
+            raise UserError("Qwen2.5 0.5B-3B have no YaRN path (32K window); remove rope_scaling or fix family",
+                            field=f"{where}: models.{slug}.rope_scaling")
         if src == "hf" and not entry.get("revision"):
             raise UserError("a hub model needs a pinned `revision` (commit hash or tag)",
                             field=f"{where}: models.{slug}.revision")
@@ -205,6 +208,16 @@ def check_semantics(cfg: Config) -> None:
     for f in claims.get("files", []):
         if not Path(f).is_file():
             raise UserError(f"claims file '{f}' does not exist", field=f"{where}: claims.files")
+    if ("low" in claims or "high" in claims) and not claims.get("files"):
+        raise UserError("a claim pair needs claims.files", field=f"{where}: claims")
+    if claims.get("files") and ("low" in claims or "high" in claims):
+        from reprogrid.claims import load_claims
+
+        ids = {c.id for c in load_claims(claims["files"])}
+        for key in ("low", "high"):
+            if key in claims and claims[key] not in ids:
+                raise UserError(f"'{claims[key]}' is not a claim id in {', '.join(claims['files'])}",
+                                field=f"{where}: claims.{key}")
 
 
 def load_config(path: str | Path) -> Config:

@@ -180,6 +180,11 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
     tasks = list(cfg.ruler["tasks"])
     n_items = int(cfg.ruler["n_items"])
     model_info = models.read_provenance(prepared_dir)
+    entry = cfg.models[gens[0]["model"]]
+    device = entry.get("device", "cpu")
+    if entry.get("backend", "hf") == "vllm":
+        raise UserError("the vLLM backend is not available in this build; use backend: hf",
+                        field=f"models.{gens[0]['model']}.backend")
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict] = {}
     gens.sort(key=lambda g: (_load_settings(g), g["generation_id"]))
@@ -192,15 +197,17 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
             status[gid] = {"status": "ok", "records": out.name, "resumed": True}
             continue
         try:
+            if device == "cuda" and not torch.cuda.is_available():
+                raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
             if _load_settings(gen) != loaded_key:
                 lm = tok = None
                 dtype, attn, quant = _load_settings(gen)
                 log(f"[generate] loading {prepared_key} (dtype {dtype}, attention {attn}, quantization {quant})")
                 model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn,
-                                                  quantization=quant)
+                                                  quantization=quant, device=device)
                 from lm_eval.models.huggingface import HFLM
 
-                lm = HFLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=1)
+                lm = HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1)
                 loaded_key = _load_settings(gen)
             log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
                 f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")
@@ -220,7 +227,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
             log(f"[generate] {gid}: {len(records)} samples in {details['seconds']:.0f} s, "
                 f"lm-eval mean {records['lm_eval_score'].mean():.3f}, {details['n_truncated']} truncated")
             status[gid] = {"status": "ok", "records": out.name}
-        except (RuntimeError, ValueError, OSError, MemoryError, UserError) as exc:
+        except Exception as exc:  # a failed generation is recorded; the rest of the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
             log(f"[generate] {gid} FAILED: {reason}")
             log(traceback.format_exc(limit=3))

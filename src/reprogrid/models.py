@@ -314,6 +314,45 @@ def weights_digest(directory: Path) -> str:
     return h.hexdigest()
 
 
+def estimate_params(config: dict) -> int:
+    """Parameter count of a decoder-only transformer from its config.json (Qwen2/Llama shapes)."""
+    h = int(config["hidden_size"])
+    layers = int(config["num_hidden_layers"])
+    inter = int(config.get("intermediate_size", 4 * h))
+    heads = int(config.get("num_attention_heads", 1))
+    kv = int(config.get("num_key_value_heads", heads))
+    head_dim = int(config.get("head_dim", h // heads))
+    vocab = int(config.get("vocab_size", 0))
+    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    per_layer = attn + 3 * h * inter
+    embed = vocab * h * (1 if config.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embed
+
+
+def memory_guard(slug: str, config: dict, copies: float = 2.0, dtype_bytes: int = 4) -> None:
+    """Refuse to load a model the machine cannot hold (instead of being killed by the OOM killer)."""
+    import psutil
+
+    need = estimate_params(config) * dtype_bytes * copies / 2**30
+    have = psutil.virtual_memory().available / 2**30
+    if need > have:
+        raise UserError(f"model '{slug}' needs about {need:.0f} GiB of memory to prepare in float32 "
+                        f"({estimate_params(config) / 1e9:.1f}B parameters), this machine has {have:.0f} GiB "
+                        "available; run it on a larger (GPU) machine", field=f"models.{slug}")
+
+
+def _source_config(entry: dict) -> dict | None:
+    if entry["source"] == "local_dir":
+        path = Path(entry["path"], "config.json")
+        return json.loads(path.read_text()) if path.is_file() else None
+    if entry["source"] == "hf":
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(entry["id"], "config.json", revision=entry.get("revision"))
+        return json.loads(Path(hit).read_text()) if isinstance(hit, str) else None
+    return None
+
+
 def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir: Path, log=print) -> dict:
     """Make the prepared directory for (model, quantization); return its provenance."""
     import copy
@@ -324,6 +363,9 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
     if quantization in GPU_LEVELS:
         raise UserError(f"quantization '{quantization}' needs a CUDA GPU and its optional extra "
                         "(pip install 'reprogrid[gpu]'); this machine has none", field="factors.quantization")
+    src_config = _source_config(entry)
+    if src_config:
+        memory_guard(slug, src_config, copies=2.0 if quantization in GGUF_LEVELS else 1.2)
     model, tok, info = load_source(slug, entry, resources, log=log)
     level = "source" if quantization in RUNTIME_LEVELS else quantization
     if level != "source":

@@ -85,6 +85,10 @@ def build_docs(task: str, length: int, tokenizer_dir: str | Path, seed: int,
     df.insert(0, "doc_id", np.arange(len(df), dtype=np.int64))
     # Normalise list-valued columns to plain lists of str for stable Parquet output.
     df["outputs"] = df["outputs"].map(lambda xs: [str(x) for x in xs])
+    empty = int((df["outputs"].map(len) == 0).sum())
+    if empty:
+        raise UserError(f"lm-eval's {task} generator made {empty} of {len(df)} docs with no reference answer "
+                        f"at {length} tokens (the context is too short for the task); raise the length")
     return df
 
 

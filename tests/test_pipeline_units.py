@@ -1,0 +1,212 @@
+"""Stages on tiny random Qwen2 models and synthetic records: RULER docs, weight quantization,
+generation through lm-eval (truncation accounting, chat template, resume) and scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import make_tiny_qwen2
+from reprogrid import models, scoring
+from reprogrid.config import load_config
+from reprogrid.errors import UserError
+from reprogrid.grid import expand, generations
+
+
+# ---------------------------------------------------------------- scoring (synthetic, known answers)
+
+def test_metric_interpretations_on_known_answers():
+    refs = ["apple", "pear"]
+    assert scoring.all_match("Apple and PEAR.", refs) == 1.0
+    assert scoring.all_match("apple only", refs) == 0.5
+    assert scoring.any_match("apple only", refs) == 1.0
+    assert scoring.any_match("nothing", refs) == 0.0
+    assert scoring.exact_match(" pear, apple.", refs) == 1.0
+    assert scoring.exact_match("The answer is apple, pear", refs) == 0.0
+    assert scoring.exact_match(" 3336625.", ["3336625"]) == 1.0
+    assert scoring.all_match("x\x01 3336625", ["3336625"]) == 1.0
+
+
+def _records():
+    rows = []
+    for task in ("niah_single_1", "ruler_cwe"):
+        for doc in range(4):
+            refs = ["1234567"] if task.startswith("niah") else ["a", "b"]
+            resp = {0: "1234567", 1: "no", 2: "1234567 yes", 3: "no"}[doc] if task.startswith("niah") else \
+                {0: "a b", 1: "a", 2: "b", 3: "c"}[doc]
+            rows.append({"generation_id": "g1", "task": task, "doc_id": doc, "item_id": f"{task}/{doc}",
+                         "target": refs, "response": resp, "prompt_tokens": 100, "sizing_tokens": 120,
+                         "max_length": 512, "truncated": doc == 3})
+    return pd.DataFrame(rows)
+
+
+def test_scoring_applies_metric_scale_split_and_aggregation():
+    cells = pd.DataFrame([
+        {"cell_id": "c1", "metric": "all_match", "scale": "fraction", "split": "all", "aggregation": "task_mean", "generation_id": "g1"},
+        {"cell_id": "c2", "metric": "any_match", "scale": "fraction", "split": "all", "aggregation": "task_mean", "generation_id": "g1"},
+        {"cell_id": "c3", "metric": "all_match", "scale": "percent", "split": "niah", "aggregation": "task_mean", "generation_id": "g1"},
+        {"cell_id": "c4", "metric": "all_match", "scale": "fraction", "split": "even", "aggregation": "item_mean", "generation_id": "g1"},
+        {"cell_id": "c5", "metric": "all_match", "scale": "fraction", "split": "all", "aggregation": "task_mean", "generation_id": "gX"},
+    ])
+    samples, out = scoring.score(cells, _records(), {"gX": "RuntimeError: out of memory"}, {})
+    s = out.set_index("cell_id")["score"]
+    # niah all_match: 1,0,1,0 -> 0.5 ; cwe all_match: 1, .5, .5, 0 -> 0.5
+    assert s["c1"] == pytest.approx(0.5)
+    # any_match: niah 0.5 ; cwe 1,1,1,0 -> 0.75
+    assert s["c2"] == pytest.approx(0.625)
+    assert s["c3"] == pytest.approx(50.0)
+    # even docs 0,2: niah 1,1 ; cwe 1,.5 -> item mean 0.875
+    assert s["c4"] == pytest.approx(0.875)
+    assert out.set_index("cell_id").loc["c5", "status"] == "failed"
+    assert "out of memory" in out.set_index("cell_id").loc["c5", "reason"]
+    assert out.set_index("cell_id").loc["c1", "n_truncated"] == 2
+    assert len(samples[samples.cell_id == "c3"]) == 4
+    assert set(samples.columns) >= {"cell_id", "task", "item_id", "score", "prompt_tokens", "truncated", "response"}
+
+
+# ---------------------------------------------------------------- RULER docs
+
+def test_ruler_docs_are_deterministic_per_seed(qwen_tokenizer_dir):
+    from reprogrid.ruler import build_docs
+
+    a = build_docs("niah_single_1", 512, qwen_tokenizer_dir, seed=0)
+    b = build_docs("niah_single_1", 512, qwen_tokenizer_dir, seed=0)
+    c = build_docs("niah_single_1", 512, qwen_tokenizer_dir, seed=1)
+    assert len(a) == 500 and a.equals(b)
+    assert list(a["outputs"].head(5)) != list(c["outputs"].head(5))
+    assert (a["length"] <= 512).all() and (a["max_length"] == 512).all()
+
+
+def test_online_task_without_assets_is_refused(qwen_tokenizer_dir):
+    from reprogrid.ruler import build_docs
+
+    with pytest.raises(UserError, match="not available offline"):
+        build_docs("ruler_qa_squad", 1024, qwen_tokenizer_dir, seed=0)
+
+
+# ---------------------------------------------------------------- weight quantization on a tiny model
+
+def test_gguf_requantization_changes_weights_by_the_expected_amount(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    errs = {}
+    for level in ("q8_0", "q4_0"):
+        m = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        info = models.quantize_weights(m, level, log=lambda _: None)
+        assert info["matrices"] > 0
+        w0 = ref.model.layers[0].mlp.up_proj.weight
+        w1 = m.model.layers[0].mlp.up_proj.weight
+        errs[level] = ((w1 - w0).norm() / w0.norm()).item()
+        fid = models.fidelity(ref, m, tok)
+        assert fid["kl_to_source"] >= 0
+    assert 0 < errs["q8_0"] < 0.01 < errs["q4_0"] < 0.2
+
+
+def test_prepare_records_provenance_and_checksums(tiny_model_dir, tmp_path):
+    entry = {"source": "local_dir", "path": str(tiny_model_dir)}
+    a = models.prepare("tiny", entry, "source", tmp_path, tmp_path / "a", log=lambda _: None)
+    b = models.prepare("tiny", entry, "q4_0", tmp_path, tmp_path / "b", log=lambda _: None)
+    assert a["weights_sha256"] != b["weights_sha256"]
+    assert b["quantization"]["kl_to_source"] > 0 and "top1_agreement" in b["quantization"]
+    assert json.loads((tmp_path / "b" / "reprogrid_model.json").read_text())["level"] == "q4_0"
+    assert not list(tmp_path.glob("*.partial"))
+    # same input, same weights: conversion is deterministic
+    c = models.prepare("tiny", entry, "q4_0", tmp_path, tmp_path / "c", log=lambda _: None)
+    assert c["weights_sha256"] == b["weights_sha256"]
+
+
+def test_gpu_levels_are_refused_on_cpu(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        models.prepare("tiny", {"source": "local_dir", "path": str(tiny_model_dir)}, "gptq_int4", tmp_path,
+                       tmp_path / "x", log=lambda _: None)
+
+
+def test_embedded_checksum_mismatch_is_refused(tmp_path):
+    from dataclasses import replace
+
+    spec = replace(models.EMBEDDED["qwen2.5-coder-0.5b-instruct-q4_k_m"], sha256="0" * 64)
+    dest = tmp_path / "x.gguf"
+    with pytest.raises(UserError, match="refusing to use it"):
+        models.join_embedded(spec, dest, log=lambda _: None)
+    assert not dest.exists() and not list(tmp_path.iterdir())
+
+
+def test_int8_dynamic_quantizes_linear_layers(tiny_model_dir):
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    m, tok = models.load_prepared(tiny_model_dir, quantization="int8_dynamic")
+    assert isinstance(m.model.layers[0].mlp.up_proj, DynamicQuantizedLinear)
+    ids = tok("hello world", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(m(ids).logits).all()
+
+
+# ---------------------------------------------------------------- generation through lm-eval
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_model_dir, qwen_tokenizer_dir):
+    """A prepared tiny model, its RULER docs, and a config with chat template and few-shot levels."""
+    from reprogrid.ruler import build_docs
+    from reprogrid.io import write_parquet
+
+    root = tmp_path_factory.mktemp("study")
+    cfg_path = root / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "study": "tiny", "paths": {"results": str(root / "results")},
+        "models": {"tiny": {"source": "local_dir", "path": str(tiny_model_dir)}},
+        "ruler": {"tasks": ["niah_single_1"], "n_items": 2},
+        "factors": {"model": ["tiny"], "context_length": [512], "chat_template": [False, True],
+                    "num_fewshot": [0, 1], "length_budget": ["fit", "truncate"], "max_gen_toks": [8]},
+    }))
+    cfg = load_config(cfg_path)
+    prepared = root / "results" / "models" / "tiny--source"
+    models.prepare("tiny", cfg.models["tiny"], "source", cfg.resources, prepared, log=lambda _: None)
+    docs = root / "results" / "ruler"
+    from reprogrid.generate import docs_path
+
+    write_parquet(build_docs("niah_single_1", 512, qwen_tokenizer_dir, 0), docs_path(docs, "niah_single_1", 512, "tiny", 0))
+    return cfg, prepared, docs
+
+
+def test_generation_records_truncation_and_prompt_sizes(tiny_study, tmp_path):
+    from reprogrid.generate import run_model
+
+    cfg, prepared, docs = tiny_study
+    out, manifest = tmp_path / "gen", tmp_path / "gen.manifest.json"
+    res = run_model(cfg, "tiny--source", prepared, docs, out, manifest, threads=1)
+    gens = generations(cfg)
+    assert len(gens) == 8 and all(s["status"] == "ok" for s in res["generations"].values())
+    by = {}
+    for gid, g in gens.items():
+        rec = pd.read_parquet(out / f"{gid}.parquet")
+        prov = json.loads((out / f"{gid}.json").read_text())
+        assert prov["config_sha256"] == cfg.sha256 and prov["model"]["weights_sha256"]
+        assert len(rec) == 2 and (rec["max_gen_toks"] == 8).all()
+        by[(g["chat_template"], g["num_fewshot"], g["length_budget"])] = rec
+    # under `fit` nothing is ever cut, whatever the chat template or few-shot count
+    for (chat, k, budget), rec in by.items():
+        if budget == "fit":
+            assert not rec["truncated"].any()
+    # the chat template adds tokens and changes the prompt
+    plain, chat = by[(False, 0, "fit")], by[(True, 0, "fit")]
+    assert (chat["prompt_tokens"] > plain["prompt_tokens"]).all()
+    assert set(chat["prompt_sha256"]).isdisjoint(plain["prompt_sha256"])
+    # one full-length few-shot example doubles the prompt; with max_length = L it is truncated, and flagged
+    fs = by[(False, 1, "fit")]
+    assert (fs["prompt_tokens"] > 1.5 * plain["prompt_tokens"]).all()
+    assert by[(False, 1, "truncate")]["truncated"].all()
+    assert (by[(False, 1, "truncate")]["max_length"] == 512).all()
+    # a second run redoes nothing
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    res2 = run_model(cfg, "tiny--source", prepared, docs, out, manifest, threads=1)
+    assert all(s.get("resumed") for s in res2["generations"].values())
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}

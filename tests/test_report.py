@@ -1,0 +1,375 @@
+"""reprogrid.report: the attribution report rendered from a synthetic results set, and opened in Chromium.
+
+The results set (tests/report_fixtures.py) has known variance shares, one failed model run, three
+truncated prompts, three claims (one about a model the grid lacks) and a speculative decoding study.
+The browser test drives real headless Chromium through the DevTools protocol; it is skipped (with the
+reason) when Chromium cannot be installed or started. Its screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from report_fixtures import FAILED_REASON, KNOWN, make_results
+from reprogrid.cli import main
+from reprogrid.config import load_config
+from reprogrid.report import Est, build_report, decimals_for, expected_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+N_BOOT = 200  # report intervals: enough for the tests, quick on two cores
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    cfg_path, results = make_results(root)
+    cfg = load_config(cfg_path)
+    paths = build_report(cfg, results, n_boot=N_BOOT)
+    return {"cfg": cfg, "cfg_path": cfg_path, "results": results, "paths": paths,
+            "md": paths["summary"].read_text(encoding="utf-8"), "html": paths["html"].read_text(encoding="utf-8")}
+
+
+def _text(html: str) -> str:
+    """The visible text of the HTML, roughly (tags dropped, entities of interest decoded)."""
+    t = re.sub(r"<style.*?</style>", " ", html, flags=re.S)
+    t = re.sub(r"<[^>]+>", " ", t)
+    t = t.replace("&#39;", "'").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+    return re.sub(r"\s+", " ", t)
+
+
+# --------------------------------------------------------------------------------------------------
+# numbers
+
+
+def test_rounding_follows_the_interval():
+    assert decimals_for(0.1512, 0.2141) == 0  # half-width 3.1 points -> whole percent
+    assert decimals_for(0.0004, 0.0079) == 1  # 0.4 points -> one decimal
+    assert decimals_for(0.0100, 0.0110) == 2
+    assert decimals_for(None, None) == 1
+    e = Est(0.1834, 0.1512, 0.2141, unit="%")
+    assert (e.point, e.ci, e.full) == ("18%", "15\u201321%", "18% (95% CI 15\u201321%)")
+    assert Est(0.0027, 0.0004, 0.0079, unit="%").full == "0.3% (95% CI 0.0\u20130.8%)"
+    signed = Est(0.05, -0.04, 0.12, signed=True)
+    assert signed.point == "+5" and signed.ci == "\u22124 to 12"
+    assert Est(-0.0001, unit="%").point == "0.0%"  # no negative zero
+    assert Est(1.1432, 1.09, 1.21, unit="\u00d7", scale=1.0).full == "1.14\u00d7 (95% CI 1.09\u20131.21\u00d7)"
+
+
+# --------------------------------------------------------------------------------------------------
+# the rendered report
+
+
+def test_key_numbers_in_summary_and_html(rendered):
+    md, html = rendered["md"], _text(rendered["html"])
+    top = f"explains the largest share of the spread: {KNOWN['top_share']} (95% CI {KNOWN['top_ci']})"
+    assert f"**{KNOWN['top_factor']}** {top}" in md
+    assert f"{KNOWN['top_factor']} {top}" in html
+    for text in (md.replace("**", ""), html):
+        assert f"{KNOWN['top_explained']} of the spread the factors explain between cells" in text
+        assert "It clears the noise floor" in text
+        assert f"Runner-up: {KNOWN['runner_up']}, {KNOWN['runner_up_share']} (95% CI 9\u201314%)" in text
+        assert f"Indistinguishable from noise: {KNOWN['below_noise']}" in text
+        # claims: the reproducibility verdict, the explanation per claim, the claim the grid cannot answer
+        assert "does not reproduce" in text.lower()
+        assert "paper_a_qwen25_0.5b (22.6%) is best explained by" in text
+        assert ("leaderboard_qwen25_7b_1m (95.7%): the grid cannot answer: "
+                "model=qwen2.5-7b-instruct-1m is not in the grid") in text
+        assert "grim" in text and "aggregate_mismatch" in text
+        # caveats
+        assert "Truncated samples: 3 of 575 model outputs" in text
+        assert FAILED_REASON in text and "Failed cells: 2 (1 model run)" in text
+        assert "ruler_qa_squad needs data lm-eval downloads" in text
+        # provenance
+        assert rendered["cfg"].sha256 in text
+        assert "0123456789abcdef0123456789abcdef01234567" in text  # code version of the model runs
+        assert "generate" in text and "prepare_model" in text
+        # speculative decoding
+        assert "Speculative decoding" in text and "niah_single_1" in text
+    assert "## Claims" in md and "### Reproducibility" in md and "**Verdict: does not reproduce.**" in md
+    # the table of shares: the top factor's row as displayed
+    assert "| context_length | 18% | 15\u201321% | 49% | 0.4% | yes |" in md
+
+
+def test_html_is_self_contained(rendered):
+    html = rendered["html"]
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", html), "no external resource"
+    assert "@import" not in html and "url(" not in html
+    imgs = re.findall(r'<img src="([^"]+)"', html)
+    names, _ = expected_outputs(rendered["cfg"])
+    assert len(imgs) == len(names) == 6
+    assert all(src.startswith("data:image/png;base64,") for src in imgs)
+    assert all(base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for src in imgs)
+    assert all(re.search(r'<img [^>]*alt="[^"]{20,}"', html) for _ in imgs)
+
+
+def test_figures_and_tables_written_for_snakemake(rendered):
+    out = rendered["results"] / "report"
+    figs, tabs = expected_outputs(rendered["cfg"])
+    for n in figs:
+        assert (out / "figures" / f"{n}.png").read_bytes()[:4] == b"\x89PNG"
+    for n in tabs:
+        assert (out / "tables" / f"{n}.csv").stat().st_size > 0
+    captions = REPO / "src" / "reprogrid" / "templates"
+    from reprogrid.report import FIGURES, TABLES
+
+    for _, caption, _ in [*FIGURES.values(), *TABLES.values()]:
+        text = (captions / caption).read_text().strip()
+        assert text and text.count(". ") <= 2, caption  # one or two sentences
+    assert (captions / "report.rst").is_file()
+
+
+def test_render_twice_gives_identical_outputs(rendered, tmp_path):
+    paths = build_report(rendered["cfg"], rendered["results"], tmp_path / "again", n_boot=N_BOOT)
+    assert paths["summary"].read_text(encoding="utf-8") == rendered["md"]
+    for key, p in rendered["paths"].items():
+        if key.startswith(("figure:", "table:")):
+            assert p.read_bytes() == paths[key].read_bytes(), key
+
+
+def test_missing_optional_inputs_are_noted_not_fatal(tmp_path):
+    cfg_path, results = make_results(tmp_path, with_claims=True, with_specdec=False, failed_cells=0, truncated=0)
+    for d in ("generations", "models", "benchmarks"):
+        shutil.rmtree(results / d)
+    (results / "attribution" / "variance_shares.json").unlink()
+    (results / "claims" / "verdicts.json").unlink()
+    # without the JSON the floors come from the CSV: make every factor fall below its floor
+    import pandas as pd
+
+    shares = pd.read_csv(results / "attribution" / "variance_shares.csv")
+    shares.loc[shares["shapley"].notna() & (shares["effect"] != "residual"), "noise_floor"] = 0.5
+    shares.to_csv(results / "attribution" / "variance_shares.csv", index=False)
+    assert main(["report", "--config", str(cfg_path), "--results", str(results), "--bootstrap", "0"]) == 0
+    md = (results / "report" / "summary.md").read_text(encoding="utf-8")
+    html = _text((results / "report" / "index.html").read_text(encoding="utf-8"))
+    for text in (md, html):
+        assert "claims/verdicts.json is missing" in text
+        assert "no generation manifests under generations/" in text
+        assert "no Snakemake benchmark TSVs" in text
+        assert "variance_shares.json is missing" in text
+        assert "Truncated samples: 0 of" in text and "Failed cells: none" in text
+        assert "Speculative decoding" not in text  # not configured: no section
+        assert "Consistency findings" in text  # findings.txt is still there
+        assert "It is indistinguishable from noise" in text and "No factor clears the noise floor" in text
+    assert "### Reproducibility" not in md
+    # the waterfall is declared by the rule when claims are configured: a placeholder says why it is empty
+    assert (results / "report" / "figures" / "claims_waterfall.png").is_file()
+    assert not (results / "report" / "figures" / "specdec.png").exists()
+
+
+def test_errors_are_user_errors(tmp_path, capsys):
+    cfg_path, results = make_results(tmp_path, with_claims=False, with_specdec=False)
+    (results / "tables" / "cells.parquet").unlink()
+    assert main(["report", "--config", str(cfg_path), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "cells.parquet not found" in err and "reprogrid score" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# snakemake --report on the finished synthetic run
+
+
+@pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent)) is None,
+                    reason="snakemake is not installed in this environment")
+def test_snakemake_report_zip(tmp_path):
+    cfg_path, results = make_results(tmp_path / "study")
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]}
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "work"),
+            "--configfile", str(cfg_path), "--cores", "1"]
+
+    def smk(*args):
+        r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    # the synthetic run is finished: mark the tables and shares as made by their rules, then run the report
+    smk("--touch", str(results / "tables" / "samples.parquet"), str(results / "attribution" / "variance_shares.csv"))
+    smk(str(results / "report" / "index.html"))
+    smk("--report", str(tmp_path / "report.zip"))
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    figs, tabs = expected_outputs(load_config(cfg_path))
+    for n in figs:
+        assert any(x.endswith(f"/{n}.png") for x in names), n
+    for n in tabs:
+        assert any(x.endswith(f"/{n}.csv") for x in names), n
+    assert any(x.endswith("/index.html") for x in names)
+
+
+# --------------------------------------------------------------------------------------------------
+# real headless Chromium
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The chromium binary, installed by scripts/install-chromium.sh if needed; skip with the reason if not."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        try:
+            r = subprocess.run(["bash", str(REPO / "scripts" / "install-chromium.sh")], capture_output=True,
+                               text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"chromium could not be installed: {exc}")
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+        if r.returncode != 0 or not found:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            pytest.skip(f"chromium could not be installed (install-chromium.sh exit {r.returncode}: {tail[0]})")
+    try:
+        v = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"chromium does not start: {exc}")
+    if v.returncode != 0:
+        pytest.skip(f"chromium does not start: {(v.stderr or v.stdout).strip()[:200]}")
+    return found
+
+
+class _CDP:
+    """A minimal Chrome DevTools protocol client over aiohttp's websocket client."""
+
+    def __init__(self, ws):
+        self.ws, self.next_id, self.events, self.pending = ws, 0, [], {}
+
+    async def pump(self):
+        async for msg in self.ws:
+            data = json.loads(msg.data)
+            if "id" in data and data["id"] in self.pending:
+                self.pending.pop(data["id"]).set_result(data)
+            elif "method" in data:
+                self.events.append(data)
+
+    async def send(self, method, timeout=60, **params):
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = fut
+        await self.ws.send_str(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        res = await asyncio.wait_for(fut, timeout)
+        if "error" in res:
+            raise RuntimeError(f"{method}: {res['error']}")
+        return res["result"]
+
+    async def wait_event(self, method, timeout=60):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if any(e["method"] == method for e in self.events):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(method)
+
+
+PAGE_CHECK = """(async () => {
+  const imgs = [...document.images];
+  const decoded = await Promise.all(imgs.map(i => i.decode().then(() => true, () => false)));
+  return JSON.stringify({
+    images: imgs.map((i, k) => ({alt: i.alt.slice(0, 60), w: i.naturalWidth, h: i.naturalHeight, decoded: decoded[k],
+                                 shown: i.getBoundingClientRect().width})),
+    text: document.body.innerText,
+    scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
+    overflowing: [...document.querySelectorAll(".tablewrap, figure")].filter(w => w.scrollWidth > w.clientWidth + 1)
+                   .map(w => (w.querySelector("th, img") || w).outerHTML.slice(0, 80)),
+    height: document.documentElement.scrollHeight, title: document.title,
+  });
+})()"""
+
+
+async def _inspect(binary: str, url: str, profile: Path, shots: dict[str, Path]) -> dict:
+    import aiohttp
+
+    profile.mkdir(parents=True, exist_ok=True)
+    log = open(profile.parent / "chromium.log", "w")
+    proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+                             "--window-size=1366,900", "about:blank"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        t0 = time.monotonic()
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() - t0 > 60:
+                raise RuntimeError(f"chromium did not open its debugging port (exit {proc.poll()}); see {log.name}")
+            await asyncio.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                    pages = [t for t in await r.json(content_type=None) if t.get("type") == "page"]
+                if pages:
+                    break
+                await asyncio.sleep(0.1)
+            async with http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                cdp = _CDP(ws)
+                pump = asyncio.create_task(cdp.pump())
+                for domain in ("Page", "Runtime", "Log", "Network"):
+                    await cdp.send(f"{domain}.enable")
+                await cdp.send("Emulation.setDeviceMetricsOverride", width=1366, height=900, deviceScaleFactor=1,
+                               mobile=False)
+                await cdp.send("Page.navigate", url=url)
+                await cdp.wait_event("Page.loadEventFired")
+                res = await cdp.send("Runtime.evaluate", expression=PAGE_CHECK, awaitPromise=True, returnByValue=True)
+                page = json.loads(res["result"]["value"])
+                shot = await cdp.send("Page.captureScreenshot", format="png")
+                shots["viewport"].write_bytes(base64.b64decode(shot["data"]))
+                full = await cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                                      clip={"x": 0, "y": 0, "width": 1366, "height": page["height"], "scale": 0.5})
+                shots["full"].write_bytes(base64.b64decode(full["data"]))
+                await asyncio.sleep(0.2)
+                pump.cancel()
+                page["events"] = cdp.events
+                return page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_report_in_headless_chromium(rendered, chromium, tmp_path):
+    pytest.importorskip("aiohttp", reason="aiohttp (the DevTools websocket client) is not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")
+    shots = {"viewport": ARTIFACTS / "report.png", "full": ARTIFACTS / "report-full.png"}
+    url = rendered["paths"]["html"].resolve().as_uri()
+    try:
+        page = asyncio.run(asyncio.wait_for(_inspect(chromium, url, tmp_path / "profile", shots), 120))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        pytest.skip(f"headless chromium could not be driven: {exc}")
+    ev = page["events"]
+    console_errors = [e["params"] for e in ev if e["method"] == "Runtime.consoleAPICalled"
+                      and e["params"].get("type") in ("error", "assert")]
+    exceptions = [e["params"] for e in ev if e["method"] == "Runtime.exceptionThrown"]
+    log_errors = [e["params"]["entry"] for e in ev if e["method"] == "Log.entryAdded"
+                  and e["params"]["entry"].get("level") == "error"]
+    requests = [e["params"]["request"]["url"] for e in ev if e["method"] == "Network.requestWillBeSent"]
+    failed = [e["params"] for e in ev if e["method"] == "Network.loadingFailed"]
+    assert not console_errors and not exceptions and not log_errors, (console_errors, exceptions, log_errors)
+    assert not failed, failed
+    assert all(u == url or u.startswith("data:") for u in requests), requests  # no network, no other file
+    assert len(page["images"]) == 6
+    for img in page["images"]:
+        assert img["decoded"] and img["w"] > 0 and img["h"] > 0 and img["shown"] > 0, img
+    assert page["scrollWidth"] <= page["clientWidth"], "the page scrolls sideways at 1366 px"
+    assert not page["overflowing"], f"tables or figures wider than the page at 1366 px: {page['overflowing']}"
+    text = re.sub(r"\s+", " ", page["text"])
+    assert (f"{KNOWN['top_factor']} explains the largest share of the spread: {KNOWN['top_share']} "
+            f"(95% CI {KNOWN['top_ci']})") in text
+    assert "does not reproduce" in text.lower()
+    assert "Truncated samples: 3 of 575" in text and FAILED_REASON in text
+    assert shots["viewport"].read_bytes()[:4] == b"\x89PNG" and shots["full"].stat().st_size > 10_000

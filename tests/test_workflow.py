@@ -1,0 +1,129 @@
+"""Workflow tests: dry runs of every shipped config, and the tiny real grid on the embedded model
+(end to end, then killed mid-generation and resumed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, snakemake
+
+pytestmark = pytest.mark.workflow
+
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("configs/*.yaml"),
+                                                     *REPO.glob("configs/studies/*.yaml"),
+                                                     *REPO.glob("tests/configs/*.yaml")])
+
+
+@pytest.mark.parametrize("config", SHIPPED)
+def test_dry_run_of_every_shipped_config(workdir, config):
+    (workdir / "tests").mkdir()
+    (workdir / "tests" / "configs").symlink_to(REPO / "tests" / "configs")
+    res = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(REPO / config), timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "generate" in res.stdout and "report" in res.stdout
+
+
+def test_bad_config_stops_the_workflow_with_one_line(workdir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: t\nmodels: {m: {source: embedded, embedded: qwen2.5-coder-0.5b-instruct-q4_k_m}}\n"
+                   "factors: {model: [m], context_length: [512, 512]}\n")
+    res = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(bad), timeout=120)
+    assert res.returncode != 0
+    assert "error: " in res.stderr and "factors.context_length" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (workdir / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny real grid (2 generation configs x 2 metrics, 2 tasks x 2 items, 512 tokens) end to end."""
+    wd = tmp_path_factory.mktemp("tiny")
+    (wd / "configs").symlink_to(REPO / "configs")
+    t0 = time.time()
+    res = snakemake(wd, "--cores", "2", "--configfile", str(REPO / "tests/configs/tiny.yaml"))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return wd, wd / "results-tiny", time.time() - t0
+
+
+def test_tiny_grid_end_to_end(tiny_run):
+    wd, R, seconds = tiny_run
+    grid = pd.read_csv(R / "grid/cells.tsv", sep="\t")
+    assert len(grid) == 4 and grid["generation_id"].nunique() == 2
+    # exactly one model run per generation id, each with provenance
+    gen_files = sorted((R / "generations").glob("*/*.parquet"))
+    assert {p.stem for p in gen_files} == set(grid["generation_id"])
+    for p in gen_files:
+        prov = json.loads(p.with_suffix(".json").read_text())
+        assert prov["model"]["sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+        assert prov["model"]["weights_sha256"] and prov["model"]["tokenizer_sha256"]
+        assert prov["config_sha256"] and prov["packages"]["lm_eval"] == "0.4.13"
+        assert prov["seeds"]["lm_eval_seeds"] == 7
+    samples = pd.read_parquet(R / "tables/samples.parquet")
+    cells = pd.read_parquet(R / "tables/cells.parquet")
+    assert len(samples) == 4 * 2 * 2  # cells x tasks x items
+    assert {"cell_id", "chat_template", "metric", "task", "item_id", "score", "prompt_tokens", "truncated",
+            "response"} <= set(samples.columns)
+    assert not samples["truncated"].any()
+    assert (samples["prompt_tokens"] > 200).all()
+    assert (cells["status"] == "ok").all() and cells["score"].between(0, 1).all()
+    # the scoring factor never re-ran the model: both metrics of a generation share its responses
+    for _, g in samples.groupby(["generation_id", "item_id"]):
+        assert g["response"].nunique() == 1
+    shares = pd.read_csv(R / "attribution/variance_shares.csv")
+    assert "residual" in set(shares["effect"])
+    assert (R / "report/summary.md").read_text().strip()
+    html = (R / "report/index.html").read_text()
+    assert "<html" in html.lower()
+    print(f"tiny grid wall time: {seconds:.0f} s")
+
+
+def test_report_zip(tiny_run):
+    wd, R, _ = tiny_run
+    res = snakemake(wd, "--cores", "1", "--configfile", str(REPO / "tests/configs/tiny.yaml"),
+                    "--report", str(wd / "report.zip"), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (wd / "report.zip").stat().st_size > 10_000
+
+
+def test_kill_during_generation_then_resume_is_byte_identical(tiny_run):
+    wd, R, _ = tiny_run
+    reference = {name: (R / "tables" / name).read_bytes() for name in ("samples.parquet", "cells.parquet")}
+    # keep the prepared model and docs; drop generations and everything after them
+    for d in ("generations", "tables", "attribution", "report", "claims"):
+        shutil.rmtree(R / d, ignore_errors=True)
+    bindir = str(Path(sys.executable).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(wd),
+         "--workflow-profile", str(REPO / "profiles/default"), "--cores", "1",
+         "--configfile", str(REPO / "tests/configs/tiny.yaml")],
+        cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]})
+    deadline = time.time() + 900
+    first = None
+    while time.time() < deadline and first is None:
+        done = sorted((R / "generations").glob("*/*.json"))
+        first = done[0] if done else None
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    assert first is not None, "no generation finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, mid-way through the second generation
+    proc.wait()
+    stamp = first.with_suffix(".parquet").stat().st_mtime_ns
+    res = snakemake(wd, "--cores", "2", "--configfile", str(REPO / "tests/configs/tiny.yaml"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert first.with_suffix(".parquet").stat().st_mtime_ns == stamp, "a finished generation was redone"
+    log = next((R / "logs/generate").glob("*.log")).read_text()
+    assert "already done, skipped" in log
+    for name, data in reference.items():
+        assert (R / "tables" / name).read_bytes() == data, f"{name} differs from the uninterrupted run"
