@@ -141,7 +141,7 @@ BAD_EXPECTED = {
     "02_duplicate_id.yaml": "claims[1].id: duplicate id 'same'",
     "03_bad_scale.yaml": "claims[0].scale: expected 'percent' or 'fraction', got 'pct'",
     "04_value_not_numeric.yaml": "claims[0].value: expected a number",
-    "05_malformed.yaml": "05_malformed.yaml: line 4, column 5: malformed YAML",
+    "05_malformed.yaml": "05_malformed.yaml: malformed YAML at line 4, column 5",
     "06_unknown_top_key.yaml": "06_unknown_top_key.yaml: references: unknown top-level key",
     "07_components_not_mapping.yaml": "claims[0].components: expected a mapping",
     "08_negative_n_items.yaml": "claims[0].n_items: expected an integer >= 1, got -40",

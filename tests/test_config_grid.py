@@ -94,14 +94,9 @@ def test_grid_cli_prints_tsv(tmp_path):
                                     "metric", "split", "generation_id"]
     assert len(lines) == 33
     assert "\tfalse\t" in lines[1]
-    df = pd.read_csv(p.parent / "x.tsv", sep="\t") if False else None  # noqa: F841
     out = tmp_path / "cells.tsv"
     assert run_cli("grid", "--config", str(p), "--out", str(out)).returncode == 0
     assert out.read_text() == res.stdout
-
-
-def _bad(data_or_text):
-    return data_or_text
 
 
 BAD_CONFIGS = [
@@ -140,6 +135,10 @@ BAD_CONFIGS = [
     ("factors not a mapping", {**BASE, "factors": ["model"]}, "factors"),
     ("temperature zero", {**BASE, "factors": {**BASE["factors"], "temperature": [0]}}, "factors.temperature[0]"),
     ("top level list", ["study"], "expected a mapping"),
+    ("results outside the workdir", {**BASE, "paths": {"results": "../elsewhere"}}, "paths.results"),
+    ("results absolute", {**BASE, "paths": {"results": "/tmp/x"}}, "paths.results"),
+    ("yarn on a small model", {**BASE, "models": {"m": {"source": "embedded", "embedded": "qwen2.5-coder-0.5b-instruct-q4_k_m",
+                                                       "family": "qwen2.5-small", "rope_scaling": {"type": "yarn"}}}}, "rope_scaling"),
 ]
 
 

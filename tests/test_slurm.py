@@ -125,3 +125,69 @@ def test_toy_workflow_runs_through_slurm(local_slurm, tmp_path):
     logs = {p.stem: p for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(jobs.values()) <= set(logs), (jobs, sorted(logs))
     assert "rule_generate" in str(logs[jobs["generate"]])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real workflow on the tiny real grid (tests/configs/tiny.yaml: the embedded Qwen2.5-Coder-0.5B,
+# 2 tasks x 2 items at 512 tokens, chat template off/on, 2 metrics = 4 cells, 2 generation ids),
+# every job submitted with sbatch through profiles/slurm + profiles/slurm-local. The model entry has
+# no `device:`, so `generate` runs on CPU although the fake GPU sets CUDA_VISIBLE_DEVICES in its job.
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+@pytest.mark.workflow
+@pytest.mark.timeout(2700)
+def test_tiny_real_grid_through_slurm(local_slurm, tmp_path):
+    import pandas as pd
+
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "configs").symlink_to(REPO / "configs")  # as tests/conftest.py's `workdir` fixture
+    # jobs inherit the submitting environment (--export=ALL): the venv's `reprogrid` must be on PATH
+    venv_bin = str(Path(sys.executable).parent)
+    env = {"REPROGRID_SLURM_PARTITION": local_slurm.partition,
+           "PATH": venv_bin + os.pathsep + local_slurm.env["PATH"]}
+
+    t0 = time.monotonic()
+    result = run_snakemake_on_slurm(
+        local_slurm, REPO / "Snakefile", workdir, "--configfile", str(TINY), "--verbose",
+        extra_env=env, timeout=2400,
+    )
+    elapsed = time.monotonic() - t0
+    print(f"tiny real grid through SLURM took {elapsed:.0f} s")
+    assert result.returncode == 0, describe_failure(local_slurm, result, workdir)
+
+    R = workdir / "results-tiny"
+    for rel in ("grid/cells.tsv", "tables/samples.parquet", "tables/cells.parquet",
+                "attribution/variance_shares.csv", "report/summary.md", "report/index.html"):
+        assert (R / rel).is_file() and (R / rel).stat().st_size > 0, rel
+    grid = pd.read_csv(R / "grid" / "cells.tsv", sep="\t")
+    assert len(grid) == 4 and grid["generation_id"].nunique() == 2
+    # one generation file (records + provenance) per generation id
+    gen_files = sorted((R / "generations").glob("*/*.parquet"))
+    assert sorted(p.stem for p in gen_files) == sorted(set(grid["generation_id"]))
+    assert all(p.with_suffix(".json").is_file() for p in gen_files)
+    cells = pd.read_parquet(R / "tables" / "cells.parquet")
+    assert len(cells) == 4 and (cells["status"] == "ok").all(), cells[["cell_id", "status", "reason"]]
+    samples = pd.read_parquet(R / "tables" / "samples.parquet")
+    assert len(samples) == 4 * 2 * 2  # cells x tasks x items
+
+    # every job went through sbatch; generate with the profile's GPU request ...
+    sbatch_calls = [line for line in result.stdout.splitlines() if "sbatch call:" in line]
+    rules = {m.group(1) for line in sbatch_calls for m in [re.search(r"rule_(\w+)", line)] if m}
+    assert {"prepare_model", "ruler_data", "generate", "score", "attribute", "report"} <= rules, sorted(rules)
+    gen_call = next(c for c in sbatch_calls if "rule_generate" in c)
+    assert "--gpus=1" in gen_call and f"-p {local_slurm.partition}" in gen_call, gen_call
+    # ... SLURM ran it to completion and kept its log (profiles/slurm-local) ...
+    gen_logs = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_generate").rglob("*.log"))
+    assert gen_logs, sorted(str(p) for p in (workdir / ".snakemake" / "slurm_logs").rglob("*"))
+    states = dict(line.split("|") for line in local_slurm.run(
+        "squeue", "--states=all", "-h", "-o", "%i|%T").stdout.split())
+    # (finished jobs stay visible to squeue for MinJobAge = 300 s; snakemake's rc 0 already says it ended well)
+    assert states.get(gen_logs[-1].stem, "COMPLETED") == "COMPLETED", (gen_logs[-1], states)
+    # ... and the generate job's own log shows both generations run
+    pkey = "qwen25-coder-0.5b-instruct--source"
+    gen_log = (R / "logs" / "generate" / f"{pkey}.log").read_text()
+    assert "[generate] qwen25-coder-0.5b-instruct--source: 2 ok, 0 failed" in gen_log, gen_log[-2000:]

@@ -48,7 +48,6 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from reprogrid.errors import UserError
 from reprogrid.explain import (canon, explain, factor_names, format_cell, item_bootstrap_means,
@@ -234,19 +233,9 @@ def _string(v: Any, where: str, pattern: re.Pattern | None = None, what: str = "
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("file not found", field=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read file ({exc.__class__.__name__})", field=str(path)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        loc = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{loc}malformed YAML: {problem}", field=str(path)) from None
+    from reprogrid.config import load_yaml
+
+    return load_yaml(path)
 
 
 def _parse_claim(raw: Any, path: str, i: int, specs: dict[str, dict]) -> Claim:

@@ -155,6 +155,10 @@ def load_yaml(path: Path) -> Any:
 
 def check_semantics(cfg: Config) -> None:
     where = str(cfg.path)
+    results = Path(cfg.raw.get("paths", {}).get("results", "results"))
+    if results.is_absolute() or ".." in results.parts or not results.parts:
+        raise UserError(f"'{results}' must be a relative folder inside the workflow directory (no '..')",
+                        field=f"{where}: paths.results")
     models = cfg.models
     for slug, entry in models.items():
         src = entry["source"]
@@ -218,6 +222,59 @@ def check_semantics(cfg: Config) -> None:
             if key in claims and claims[key] not in ids:
                 raise UserError(f"'{claims[key]}' is not a claim id in {', '.join(claims['files'])}",
                                 field=f"{where}: claims.{key}")
+    check_specdec(cfg)
+
+
+
+# --- speculative decoding study (the `specdec:` section; see reprogrid.specdec and rules/specdec.smk) ---------------
+
+
+def check_specdec(cfg: Config) -> None:
+    """Semantic checks of the `specdec:` section that the schema cannot express (it checks types and enums)."""
+    section = cfg.raw.get("specdec")
+    if section is None:
+        return
+    where = f"{cfg.path}: specdec"
+    from reprogrid.specdec import load_prompts, study_settings
+
+    settings = study_settings(cfg)
+    names: dict[str, int] = {}
+    for i, pair in enumerate(settings["pairs"]):
+        for role in ("verifier", "drafter"):
+            if pair[role] not in cfg.models:
+                raise UserError(f"'{pair[role]}' is not a key of models ({', '.join(cfg.models)})",
+                                field=f"{where}.pairs[{i}].{role}")
+        if pair["verifier"] == pair["drafter"] and \
+                pair["verifier_quantization"] == pair["drafter_quantization"]:
+            raise UserError("the drafter is the verifier itself with the same weights (nothing to measure); "
+                            "set drafter_quantization (e.g. q4_0) for a quantized self-drafter",
+                            field=f"{where}.pairs[{i}]")
+        if pair["name"] in names:
+            raise UserError(f"pair name '{pair['name']}' is used twice (pairs [{names[pair['name']]}] and [{i}]); "
+                            "give one a `name`", field=f"{where}.pairs[{i}].name")
+        names[pair["name"]] = i
+        if "vllm" in settings["backend"]:
+            for role in ("verifier", "drafter"):
+                if cfg.models[pair[role]].get("device", "cpu") != "cuda":
+                    raise UserError("backend vllm runs speculative decoding on CUDA only; set "
+                                    f"models.{pair[role]}.device: cuda or use backend hf",
+                                    field=f"{where}.pairs[{i}].{role}")
+    for key in ("gamma",):
+        for g in settings[key]:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+                raise UserError(f"{g!r} must be an integer >= 1", field=f"{where}.{key}")
+    temp = settings["temperature"]
+    if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not temp > 0:
+        raise UserError(f"{temp!r} must be a number > 0", field=f"{where}.temperature")
+    counts: dict[str, int] = {}
+    for p in load_prompts():
+        counts[p["task"]] = counts.get(p["task"], 0) + 1
+    for task in settings["tasks"]:
+        if task not in counts:
+            raise UserError(f"'{task}' is not a built-in prompt task ({', '.join(counts)})", field=f"{where}.tasks")
+        if settings["prompts_per_task"] > counts[task]:
+            raise UserError(f"{settings['prompts_per_task']} exceeds the {counts[task]} built-in prompts of "
+                            f"task '{task}'", field=f"{where}.prompts_per_task")
 
 
 def load_config(path: str | Path) -> Config:

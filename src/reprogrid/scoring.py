@@ -149,6 +149,15 @@ def run(args) -> int:
     samples, cells = score(grid, records, failed, defaults)
     write_parquet(samples, args.samples)
     write_parquet(cells, args.cells)
+    from reprogrid.generate import code_version, package_versions
+    from reprogrid.io import sha256_file, write_json
+
+    write_json(Path(args.cells).with_name("provenance.json"), {
+        "config_path": str(cfg.path), "config_sha256": cfg.sha256, "code_version": code_version(),
+        "packages": package_versions(),
+        "generations": {str(m): sha256_file(m) for m in sorted(args.manifests)},
+        "tables": {Path(p).name: sha256_file(p) for p in (args.samples, args.cells)},
+    })
     ok = (cells["status"] == "ok").sum()
     print(f"[score] {len(cells)} cells ({ok} ok, {len(cells) - ok} failed), {len(samples)} sample rows",
           file=sys.stderr)

@@ -836,7 +836,526 @@ def disparity(df, value: str = "speedup_measured", by: str = "task", *, n_boot: 
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# CLI: reprogrid specdec {theory, measure, summarize}
+# Workflow: the `specdec:` config section -> measurement cells -> study tables (rules/specdec.smk)
+#
+# A *cell* is one (pair, gamma, decoding, mix, chat_template) combination; each runs every configured prompt with
+# the verifier alone and with the drafter (run_study). The study's factors are these five plus the prompt's task.
+
+STUDY_FACTORS = ("task", "pair", "gamma", "decoding", "mix", "chat_template", "backend")
+CELL_COLUMNS = ["cell_id", "pair", "verifier", "drafter", "verifier_quantization", "drafter_quantization",
+                "chat_template", "backend", "status", "acceptance_rate_tokens"]
+STEP_COLUMNS = ["task", "prompt_id", "position", "step", "drafted", "accepted"]
+BACKENDS = ("hf", "vllm")
+WORKFLOW_VERBS = ("cells", "run", "collect", "attribute")
+
+
+def _raw(cfg) -> dict:
+    return cfg.raw if hasattr(cfg, "raw") else cfg
+
+
+def pair_name(pair: dict) -> str:
+    """Default label of a pair: ``<drafter>[.<level>]-drafts-<verifier>[.<level>]`` (``source`` levels omitted)."""
+    def side(slug: str, level: str) -> str:
+        return slug if level == "source" else f"{slug}.{level}"
+
+    return (f"{side(pair['drafter'], pair.get('drafter_quantization', 'source'))}-drafts-"
+            f"{side(pair['verifier'], pair.get('verifier_quantization', 'source'))}")
+
+
+def study_settings(cfg) -> dict:
+    """The ``specdec:`` section with the schema's defaults filled in; pairs get ``name`` and prepared-model keys."""
+    from reprogrid.config import schema
+    from reprogrid.models import prepared_key
+
+    section = _raw(cfg).get("specdec")
+    if not section:
+        raise UserError("the config has no specdec section (the speculative decoding study is not configured)",
+                        field="specdec")
+    props = schema()["properties"]["specdec"]["properties"]
+    settings = {k: v.get("default") for k, v in props.items() if k != "pairs"}
+    settings.update({k: v for k, v in section.items() if k != "pairs"})
+    pair_props = props["pairs"]["items"]["properties"]
+    pairs = []
+    for p in section["pairs"]:
+        full = {k: spec["default"] for k, spec in pair_props.items() if "default" in spec}
+        full.update(p)
+        full["name"] = p.get("name") or pair_name(full)
+        full["verifier_key"] = prepared_key(full["verifier"], full["verifier_quantization"])
+        full["drafter_key"] = prepared_key(full["drafter"], full["drafter_quantization"])
+        pairs.append(full)
+    settings["pairs"] = pairs
+    return settings
+
+
+def cell_id(pair: str, gamma: int, decoding: str, mix: str, chat_template: bool, backend: str = "hf") -> str:
+    """``<pair>__g<gamma>__<decoding>__<mix>__<chat|raw>`` (+ ``__vllm`` for the vLLM backend)."""
+    base = f"{pair}__g{int(gamma)}__{decoding}__{mix}__{'chat' if chat_template else 'raw'}"
+    return base if backend == "hf" else f"{base}__{backend}"
+
+
+def study_cells(cfg) -> dict[str, dict]:
+    """Every measurement cell of the configured study, by cell id (the Snakemake wildcard), in config order."""
+    s = study_settings(cfg)
+    cells: dict[str, dict] = {}
+    combos = [(p, g, d, m, ch, b) for b in s["backend"] for p in s["pairs"] for g in s["gamma"] for d in s["decoding"]
+              for m in s["mix"] for ch in s["chat_template"]]
+    for p, gamma, decoding, mix, chat, backend in combos:
+        cid = cell_id(p["name"], gamma, decoding, mix, chat, backend)
+        cells[cid] = {
+            "cell_id": cid, "pair": p["name"], "verifier": p["verifier"], "drafter": p["drafter"],
+            "verifier_quantization": p["verifier_quantization"],
+            "drafter_quantization": p["drafter_quantization"],
+            "verifier_key": p["verifier_key"], "drafter_key": p["drafter_key"],
+            "on_vocab_mismatch": p["on_vocab_mismatch"], "gamma": int(gamma), "decoding": decoding,
+            "temperature": float(s["temperature"]) if decoding == "sample" else None,
+            "mix": mix, "chat_template": bool(chat), "backend": backend,
+        }
+    return cells
+
+
+def study_prompts(settings: dict) -> list[dict]:
+    """The built-in prompts of the configured tasks (in the config's task order), the first N of each task."""
+    by_task: dict[str, list[dict]] = {}
+    for p in load_prompts():
+        by_task.setdefault(p["task"], []).append(p)
+    out = []
+    for task in settings["tasks"]:
+        if task not in by_task:
+            raise UserError(f"'{task}' is not a built-in prompt task ({', '.join(by_task)})", field="specdec.tasks")
+        out += by_task[task][: int(settings["prompts_per_task"])]
+    return out
+
+
+def _config_vocab(directory: Path) -> int | None:
+    try:
+        data = json.loads(Path(directory, "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    data = data.get("text_config", data) if isinstance(data.get("text_config"), dict) else data
+    v = data.get("vocab_size")
+    return int(v) if isinstance(v, int) else None
+
+
+def _pair_problem(verifier_dir: Path, drafter_dir: Path) -> str | None:
+    """Why transformers would not run this pair on the shared-tokenizer path (None: it would), from the files."""
+    v, d = _config_vocab(verifier_dir), _config_vocab(drafter_dir)
+    if v is not None and d is not None and v != d:
+        return (f"verifier vocabulary {v} != drafter vocabulary {d}: transformers would take the different-tokenizer "
+                "(universal assisted decoding) path, which this study does not measure")
+    tv, td = Path(verifier_dir, "tokenizer.json"), Path(drafter_dir, "tokenizer.json")
+    if tv.is_file() and td.is_file():
+        from reprogrid.io import sha256_file
+
+        if sha256_file(tv) != sha256_file(td):
+            from transformers import AutoTokenizer
+
+            if AutoTokenizer.from_pretrained(verifier_dir).get_vocab() != \
+                    AutoTokenizer.from_pretrained(drafter_dir).get_vocab():
+                return ("verifier and drafter tokenizers differ: transformers would take the different-tokenizer "
+                        "path, which this study does not measure")
+    return None
+
+
+def _empty_tables():
+    import pandas as pd
+
+    return pd.DataFrame(columns=STUDY_COLUMNS), pd.DataFrame(columns=STEP_COLUMNS)
+
+
+def _with_cell_columns(df, cell: dict, status: str, steps=None):
+    """Prefix the cell's factor columns; ``acceptance_rate_tokens`` = accepted / drafted draft tokens per prompt."""
+    import pandas as pd
+
+    df = df.copy()
+    rate = []
+    for _, r in df.iterrows():
+        if steps is not None and len(steps):
+            s = steps[(steps["task"] == r["task"]) & (steps["prompt_id"] == r["prompt_id"])]
+            drafted = float(s["drafted"].sum())
+            rate.append(float(s["accepted"].sum()) / drafted if drafted > 0 else float("nan"))
+        else:
+            rate.append(r.get("acceptance_rate_tokens", float("nan")) if "acceptance_rate_tokens" in df.columns
+                        else float("nan"))
+    values = {"cell_id": cell["cell_id"], "pair": cell["pair"], "verifier": cell["verifier"],
+              "drafter": cell["drafter"], "verifier_quantization": cell["verifier_quantization"],
+              "drafter_quantization": cell["drafter_quantization"], "chat_template": cell["chat_template"],
+              "backend": cell["backend"], "status": status}
+    front = pd.DataFrame({k: pd.Series([v] * len(df), index=df.index, dtype=object) for k, v in values.items()})
+    front["acceptance_rate_tokens"] = pd.Series(rate, index=df.index, dtype=float)
+    rest = df.drop(columns=[c for c in CELL_COLUMNS if c in df.columns])
+    return pd.concat([front, rest], axis=1)
+
+
+def _measure_vllm(cell: dict, settings: dict, prompts: list[dict], verifier_dir: Path, drafter_dir: Path,
+                  seed: int):  # pragma: no cover - needs a CUDA GPU and vllm (pip install 'reprogrid[gpu]')
+    """vLLM's draft-model method: plain vs speculative engine, one prompt at a time, counters per prompt.
+
+    Not run on this project's CPU machines (vLLM has no speculative decoding on its CPU runner). Per prompt:
+    wall time of ``llm.generate`` for the plain and the speculative engine (batch size 1, same token ids), and the
+    deltas of vLLM's counters ``spec_decode_num_drafts`` / ``_num_draft_tokens`` / ``_num_accepted_tokens``.
+    ``acceptance_rate_tokens`` = accepted / draft tokens (vLLM's definition); ``alpha_empirical``, the analytic
+    columns and ``c`` are NaN (no per-step records, no logits).
+    """
+    import pandas as pd
+
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise UserError("backend vllm needs vllm on a CUDA machine (pip install 'reprogrid[gpu]')",
+                        field="specdec.backend") from None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(verifier_dir)
+    ordered = workload_order(prompts, cell["mix"])
+    token_ids = [encode_prompt(tok, p, cell["chat_template"])[0].tolist() for p in ordered]
+    greedy = cell["decoding"] == "greedy"
+    params = SamplingParams(max_tokens=int(settings["max_new_tokens"]), temperature=0.0 if greedy else
+                            float(cell["temperature"]), seed=int(seed))
+    common = dict(dtype=settings["dtype"], seed=int(seed), gpu_memory_utilization=0.4, enforce_eager=False,
+                  disable_log_stats=False)
+
+    def counters(llm) -> dict:
+        out = {"num_drafts": 0.0, "num_draft_tokens": 0.0, "num_accepted_tokens": 0.0}
+        for m in llm.get_metrics():
+            name = m.name.removesuffix("_total")
+            for key in out:
+                if name == f"vllm:spec_decode_{key}":
+                    out[key] += float(getattr(m, "value", 0.0) or 0.0)
+        return out
+
+    def run(llm, ids):
+        t0 = time.perf_counter()
+        res = llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)
+        return list(res[0].outputs[0].token_ids), time.perf_counter() - t0
+
+    plain = LLM(model=str(verifier_dir), **common)
+    run(plain, token_ids[0][:8])  # warm-up
+    plain_out = [run(plain, ids) for ids in token_ids]
+    spec = LLM(model=str(verifier_dir), speculative_config={
+        "method": "draft_model", "model": str(drafter_dir), "num_speculative_tokens": int(cell["gamma"])}, **common)
+    run(spec, token_ids[0][:8])
+    rows = []
+    for p, ids, (p_ids, t_plain) in zip(ordered, token_ids, plain_out):
+        before = counters(spec)
+        a_ids, t_spec = run(spec, ids)
+        after = counters(spec)
+        d = {k: after[k] - before[k] for k in after}
+        rate_plain, rate_spec = len(p_ids) / t_plain, len(a_ids) / t_spec
+        nan = float("nan")
+        rows.append({**{c: nan for c in STUDY_COLUMNS},
+                     "task": p["task"], "prompt_id": p["prompt_id"], "position": p["position"], "mix": cell["mix"],
+                     "gamma": cell["gamma"], "decoding": cell["decoding"], "temperature": cell["temperature"],
+                     "drafter_temperature": cell["temperature"], "drafter_warpers": "vllm", "seed": int(seed),
+                     "prompt_tokens": len(ids), "new_tokens": len(a_ids), "new_tokens_plain": len(p_ids),
+                     "n_steps": int(d["num_drafts"]),
+                     "tokens_per_step": (1 + d["num_accepted_tokens"] / d["num_drafts"]) if d["num_drafts"] else nan,
+                     "speedup_measured": rate_spec / rate_plain if rate_plain > 0 else nan,
+                     "outputs_identical": (p_ids == a_ids) if greedy else None, "ended_at_eos": None,
+                     "replay_matches_observed": None, "time_plain_s": t_plain, "time_assisted_s": t_spec,
+                     "output_text": tok.decode(p_ids), "acceptance_rate_tokens":
+                         d["num_accepted_tokens"] / d["num_draft_tokens"] if d["num_draft_tokens"] else nan})
+    df = pd.DataFrame(rows, columns=[*STUDY_COLUMNS, "acceptance_rate_tokens"])
+    return df, pd.DataFrame(columns=STEP_COLUMNS)
+
+
+def run_cell(cfg, cell: str, verifier_dir, drafter_dir, out_dir, *, threads: int | None = None,
+             log=lambda m: None) -> dict:
+    """Measure one cell of the configured study; write ``<cell>.parquet``, ``<cell>.steps.parquet``, ``<cell>.json``.
+
+    ``verifier_dir`` / ``drafter_dir``: prepared model directories (``reprogrid prepare-model``) of the pair's
+    (model, quantization). A pair that transformers would run on its different-tokenizer path is refused, or
+    written as an empty cell with status ``skipped: ...`` when the pair says ``on_vocab_mismatch: skip``.
+    Returns the cell's metadata (also written to the JSON file).
+    """
+    import platform
+
+    from reprogrid.io import short_hash, write_json, write_parquet
+
+    cells = study_cells(cfg)
+    if cell not in cells:
+        raise UserError(f"unknown cell '{cell}'; the config has: {', '.join(cells)}", field="--cell")
+    c = cells[cell]
+    s = study_settings(cfg)
+    prompts = study_prompts(s)
+    verifier_dir, drafter_dir, out_dir = Path(verifier_dir), Path(drafter_dir), Path(out_dir)
+    for d, name in ((verifier_dir, "--verifier-dir"), (drafter_dir, "--drafter-dir")):
+        if not Path(d, "config.json").is_file():
+            raise UserError("not a prepared transformers model directory (no config.json)", field=f"{name} {d}")
+    seed = int(_raw(cfg).get("seed", 1234))
+    models = _raw(cfg)["models"]
+    t0 = time.perf_counter()
+    status, steps = "ok", None
+    problem = _pair_problem(verifier_dir, drafter_dir)
+    if problem is not None:
+        if c["on_vocab_mismatch"] != "skip":
+            raise UserError(problem + f"; set on_vocab_mismatch: skip on pair '{c['pair']}' to record it as "
+                            "not measured", field=f"specdec.pairs[{c['pair']}]")
+        status = f"skipped: {problem}"
+        df, steps = _empty_tables()
+        log(f"[specdec] {cell}: {status}")
+    elif c["backend"] == "vllm":
+        df, steps = _measure_vllm(c, s, prompts, verifier_dir, drafter_dir, seed)
+    else:
+        import torch
+
+        from reprogrid.models import load_prepared
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        log(f"[specdec] {cell}: loading {verifier_dir.name} and {drafter_dir.name}")
+        verifier, tok = load_prepared(verifier_dir, dtype=s["dtype"], quantization=c["verifier_quantization"],
+                                      device=models[c["verifier"]].get("device", "cpu"))
+        drafter, _ = load_prepared(drafter_dir, dtype=s["dtype"], quantization=c["drafter_quantization"],
+                                   device=models[c["drafter"]].get("device", "cpu"))
+        df, steps = run_study(verifier, drafter, tok, prompts, gamma=c["gamma"], max_new_tokens=s["max_new_tokens"],
+                              decoding=c["decoding"], temperature=c["temperature"], seed=seed,
+                              chat_template=c["chat_template"], mix=c["mix"], timing_steps=s["timing_steps"],
+                              stop_at_eos=True, drafter_warpers_mode=s["drafter_warpers"], return_steps=True)
+    table = _with_cell_columns(df, c, status, steps if c["backend"] == "hf" else None)
+    steps = steps.copy()
+    steps.insert(0, "cell_id", cell)
+    write_parquet(table, out_dir / f"{cell}.parquet")
+    write_parquet(steps, out_dir / f"{cell}.steps.parquet")
+    meta = {
+        **{k: v for k, v in c.items()}, "status": status, "n_prompts": len(table),
+        "prompts_hash": short_hash(prompts), "tasks": s["tasks"], "prompts_per_task": s["prompts_per_task"],
+        "max_new_tokens": s["max_new_tokens"], "dtype": s["dtype"], "timing_steps": s["timing_steps"],
+        "drafter_warpers": s["drafter_warpers"], "seed": seed, "verifier_dir": str(verifier_dir),
+        "drafter_dir": str(drafter_dir), "wall_s": round(time.perf_counter() - t0, 2),
+        "outputs_identical_all": (bool(table["outputs_identical"].astype(bool).all())
+                                  if c["decoding"] == "greedy" and len(table) else None),
+        "python": sys.version.split()[0], "machine": platform.machine(), "config_sha256": getattr(cfg, "sha256", None),
+    }
+    try:
+        import torch
+        import transformers
+
+        meta.update(torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        pass
+    write_json(out_dir / f"{cell}.json", meta)
+    return meta
+
+
+def collect(cfg, tables: list, out_dir, *, n_boot: int | None = None) -> dict:
+    """Concatenate cell tables into ``specdec.parquet`` / ``specdec_steps.parquet`` and write ``disparity.json``.
+
+    ``disparity.json``: the top level is :func:`disparity` of ``speedup_measured`` by task over every measured
+    row (all cells pooled, which is what the report's per-task rows show); ``by_pair`` holds the same per pair
+    (speed-up and acceptance ``alpha_empirical``), ``by_cell`` per cell, ``mix`` the mean speed-up and tokens/s per
+    (pair, mix), and ``invariance`` the greedy check (plain and assisted outputs identical) per pair.
+    """
+    import pandas as pd
+
+    from reprogrid.io import write_json, write_parquet
+
+    s = study_settings(cfg)
+    n_boot = int(n_boot or s["bootstrap"])
+    seed = int(_raw(cfg).get("seed", 1234))
+    frames, step_frames = [], []
+    for t in tables:
+        t = Path(t)
+        if not t.is_file():
+            raise UserError("cell table not found", field=str(t))
+        frames.append(pd.read_parquet(t))
+        sp = t.with_name(t.name.removesuffix(".parquet") + ".steps.parquet")
+        if sp.is_file():
+            step_frames.append(pd.read_parquet(sp))
+    if not frames:
+        raise UserError("no cell tables given", field="TABLES")
+    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame(columns=["cell_id", *STEP_COLUMNS])
+    out = Path(out_dir)
+    write_parquet(df, out / "specdec.parquet")
+    write_parquet(steps, out / "specdec_steps.parquet")
+    statuses = {}
+    for t, f in zip(tables, frames):
+        meta_path = Path(t).with_name(Path(t).name.removesuffix(".parquet") + ".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        statuses[meta.get("cell_id", Path(t).stem)] = meta.get("status", "ok" if len(f) else "empty")
+    measured = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
+    result: dict[str, Any]
+    if measured.empty:
+        result = {"value": "speedup_measured", "by": "task", "groups": {}, "note": "no cell was measured"}
+    else:
+        result = disparity(measured, "speedup_measured", "task", n_boot=n_boot, seed=seed)
+    result["scope"] = "all measured cells pooled (every pair, gamma, decoding, mix and chat level)"
+    result["cell_status"] = statuses
+    result["by_pair"], result["by_cell"], result["mix"], result["invariance"] = {}, {}, {}, {}
+    for pair, g in measured.groupby("pair", sort=False):
+        entry = {"speedup": disparity(g, "speedup_measured", "task", n_boot=n_boot, seed=seed)}
+        acc = g[np.isfinite(pd.to_numeric(g["alpha_empirical"], errors="coerce").to_numpy(dtype=float))]
+        entry["acceptance"] = (disparity(acc, "alpha_empirical", "task", n_boot=n_boot, seed=seed)
+                               if len(acc) else None)
+        result["by_pair"][str(pair)] = entry
+        greedy = g[g["decoding"].astype(str) == "greedy"]
+        if len(greedy):
+            same = greedy["outputs_identical"].astype(bool)
+            result["invariance"][str(pair)] = {"greedy_prompts": int(len(greedy)), "identical": int(same.sum()),
+                                               "all_identical": bool(same.all())}
+        for mix, gm in g.groupby("mix", sort=False):
+            tok_plain = pd.to_numeric(gm["new_tokens_plain"], errors="coerce").sum() / \
+                pd.to_numeric(gm["time_plain_s"], errors="coerce").sum()
+            tok_spec = pd.to_numeric(gm["new_tokens"], errors="coerce").sum() / \
+                pd.to_numeric(gm["time_assisted_s"], errors="coerce").sum()
+            result["mix"].setdefault(str(pair), {})[str(mix)] = {
+                "n": int(len(gm)), "speedup_mean": float(pd.to_numeric(gm["speedup_measured"], errors="coerce").mean()),
+                "tokens_per_s_plain": float(tok_plain), "tokens_per_s_assisted": float(tok_spec),
+                "speedup_pooled": float(tok_spec / tok_plain) if tok_plain > 0 else float("nan")}
+    for cid, g in measured.groupby("cell_id", sort=False):
+        d = disparity(g, "speedup_measured", "task", n_boot=n_boot, seed=seed)
+        result["by_cell"][str(cid)] = {k: d[k] for k in ("max_group", "min_group", "max_min_ratio", "max_min_ratio_ci",
+                                                         "cv", "cv_ci", "ce_variance", "groups")}
+    write_json(out / "disparity.json", result)
+    return result
+
+
+def attribute_study(table, out_dir, *, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Attribute speed-up and acceptance spread to the study's factors with reprogrid's attribution engine.
+
+    Writes ``attribution_speedup.{csv,json}`` (response ``speedup_measured``) and ``attribution_acceptance.{csv,json}``
+    (``alpha_empirical``; ``acceptance_rate_tokens`` when no row has it, e.g. vLLM cells). Factors: those of
+    ``STUDY_FACTORS`` that vary among measured rows; item: ``prompt_id`` (prompts are crossed with every cell factor
+    and nested in task). A response with nothing to attribute gets a residual-only table and the reason.
+    """
+    import pandas as pd
+
+    from reprogrid.attribution import COLUMNS, attribute, varying_factors
+    from reprogrid.io import write_json, write_text
+
+    df = pd.read_parquet(table) if not isinstance(table, pd.DataFrame) else table
+    if "status" in df.columns:
+        df = df[df["status"].astype(str) == "ok"]
+    out = Path(out_dir)
+    summary = {}
+    for name, candidates in (("speedup", ["speedup_measured"]),
+                             ("acceptance", ["alpha_empirical", "acceptance_rate_tokens"])):
+        response, data = candidates[0], df
+        for col in candidates:
+            vals = pd.to_numeric(df.get(col, pd.Series(dtype=float)), errors="coerce")
+            if np.isfinite(vals.to_numpy(dtype=float)).any():
+                response = col
+                data = df[np.isfinite(vals.to_numpy(dtype=float))].copy()
+                data[col] = vals[np.isfinite(vals.to_numpy(dtype=float))].astype(float)
+                break
+        else:
+            data = df.iloc[0:0]
+        data = data.copy()
+        for f in STUDY_FACTORS:
+            if f in data.columns:
+                data[f] = data[f].astype(str)
+        factors = varying_factors(data, [f for f in STUDY_FACTORS if f in data.columns]) if len(data) else []
+        reason = None
+        if data.empty:
+            reason = f"no finite {response} values"
+        elif not factors:
+            reason = "no study factor varies among the measured rows"
+        elif data[response].nunique() <= 1:
+            reason = f"every row has the same {response}"
+        if reason:
+            table_out = pd.DataFrame([{c: np.nan for c in COLUMNS} | {"effect": f} for f in factors]
+                                     + [{c: np.nan for c in COLUMNS} | {"effect": "residual"}], columns=COLUMNS)
+            details = {"degenerate": reason, "response": response, "factors": factors, "n_rows": int(len(data)),
+                       "effects": []}
+        else:
+            res = attribute(data, response, factors, item="prompt_id", bootstrap=bootstrap, seed=seed)
+            table_out = res.table
+            details = {**res.to_json_obj(), "response": response, "factors": factors, "item": "prompt_id",
+                       "n_rows": int(len(data))}
+        write_text(out / f"attribution_{name}.csv",
+                   table_out.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+        write_json(out / f"attribution_{name}.json", details)
+        summary[name] = {"response": response, "factors": factors, "degenerate": reason}
+    return summary
+
+
+def _add_workflow_arguments(sub) -> None:
+    c = sub.add_parser("cells", help="list the measurement cells of a config's specdec section (TSV)")
+    c.add_argument("--config", required=True)
+
+    r = sub.add_parser("run", help="measure one cell of a config's specdec study (the workflow's per-cell job)")
+    r.add_argument("--config", required=True, help="study config with a specdec section")
+    r.add_argument("--cell", default=None, help="cell id (see 'reprogrid specdec cells'); or give the factors below")
+    r.add_argument("--pair", default=None, help="pair name (default: the only pair)")
+    r.add_argument("--gamma", type=int, default=None)
+    r.add_argument("--decoding", choices=DECODINGS, default=None)
+    r.add_argument("--mix", choices=MIXES, default=None)
+    r.add_argument("--chat-template", choices=("true", "false"), default=None)
+    r.add_argument("--verifier-dir", required=True, help="prepared model directory of the pair's verifier")
+    r.add_argument("--drafter-dir", required=True, help="prepared model directory of the pair's drafter")
+    r.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    r.add_argument("--out", required=True, help="directory for <cell>.parquet, <cell>.steps.parquet, <cell>.json")
+
+    k = sub.add_parser("collect", help="concatenate cell tables; per-task disparity (disparity.json)")
+    k.add_argument("--config", required=True)
+    k.add_argument("tables", nargs="+", metavar="CELL_TABLE", help="<cell>.parquet files written by 'run'")
+    k.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (default: specdec.bootstrap)")
+    k.add_argument("--out", required=True, help="directory for specdec.parquet, specdec_steps.parquet, disparity.json")
+
+    a = sub.add_parser("attribute", help="attribute speed-up and acceptance spread to the study's factors")
+    a.add_argument("table", help="specdec.parquet written by 'collect'")
+    a.add_argument("--bootstrap", type=int, default=200)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", required=True, help="directory for attribution_speedup.* and attribution_acceptance.*")
+
+
+def _resolve_cell(cfg, args) -> str:
+    if args.cell:
+        return args.cell
+    s = study_settings(cfg)
+    names = [p["name"] for p in s["pairs"]]
+
+    def one(value, levels, flag):
+        if value is not None:
+            return value
+        if len(levels) == 1:
+            return levels[0]
+        raise UserError(f"the config has several levels ({', '.join(map(str, levels))}); pick one", field=flag)
+
+    pair = one(args.pair, names, "--pair")
+    chat = None if args.chat_template is None else args.chat_template == "true"
+    return cell_id(pair, one(args.gamma, s["gamma"], "--gamma"), one(args.decoding, s["decoding"], "--decoding"),
+                   one(args.mix, s["mix"], "--mix"), one(chat, s["chat_template"], "--chat-template"))
+
+
+def run_workflow(args) -> int:
+    from reprogrid.config import load_config
+
+    if args.specdec_command == "attribute":
+        if not Path(args.table).is_file():
+            raise UserError("file not found", field=args.table)
+        summary = attribute_study(args.table, args.out, bootstrap=args.bootstrap, seed=args.seed)
+        for name, info in summary.items():
+            print(f"{name}: {info['response']} over {', '.join(info['factors']) or '(none)'}"
+                  + (f" - {info['degenerate']}" if info["degenerate"] else ""))
+        return 0
+    cfg = load_config(args.config)
+    if args.specdec_command == "cells":
+        cells = study_cells(cfg)
+        keys = ["cell_id", "pair", "verifier_key", "drafter_key", "gamma", "decoding", "temperature", "mix",
+                "chat_template", "backend"]
+        print("\t".join(keys))
+        for c in cells.values():
+            print("\t".join("" if c[k] is None else str(c[k]) for k in keys))
+        return 0
+    if args.specdec_command == "collect":
+        result = collect(cfg, args.tables, args.out, n_boot=args.n_boot)
+        if result.get("groups"):
+            print(f"speedup_measured by task (all cells): max/min {result['max_min_ratio']:.3f}, cv {result['cv']:.3f}")
+        else:
+            print(result.get("note", "no measured cells"))
+        return 0
+    # run
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cid = _resolve_cell(cfg, args)
+    meta = run_cell(cfg, cid, args.verifier_dir, args.drafter_dir, args.out, threads=args.threads,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{cid}: {meta['status']}, {meta['n_prompts']} prompts, {meta['wall_s']:.1f} s -> {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# CLI: reprogrid specdec {theory, measure, summarize} (+ the workflow verbs above)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -874,6 +1393,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output directory (disparity.json)")
 
+    _add_workflow_arguments(sub)
+
 
 def _load_pair(verifier_dir: str, drafter_dir: str):
     for d, name in ((verifier_dir, "--verifier"), (drafter_dir, "--drafter")):
@@ -901,6 +1422,9 @@ def _load_pair(verifier_dir: str, drafter_dir: str):
 
 def run(args) -> int:
     from reprogrid.io import short_hash, write_json, write_parquet
+
+    if args.specdec_command in WORKFLOW_VERBS:
+        return run_workflow(args)
 
     if args.specdec_command == "theory":
         e = expected_tokens_per_step(args.alpha, args.gamma)

@@ -1,0 +1,149 @@
+"""Pipeline overhead over raw `lm_eval.simple_evaluate` on the same generation config (target: 5% or less).
+
+Usage: python benchmarks/bench_overhead.py [--workdir /tmp/reprogrid-bench] [--reps 3] [--items 2]
+
+One generation config (the embedded Qwen2.5-Coder-0.5B-Instruct, RULER niah_single_1 + ruler_fwe,
+`--items` docs each at 512 tokens, no chat template, greedy, float32, batch size 1, 2 threads), run as
+(a) the pipeline's generate stage: `reprogrid generate` for a one-generation study config (a fresh
+    process: config validation, grid expansion, model load, docs from the cache, lm-eval with its
+    per-request sqlite cache, prompt token counts, truncation flags, hashes, Parquet + provenance JSON
+    + manifest), exactly the command rule `generate` runs;
+(b) raw lm-eval in a fresh process: HFLM(pretrained=<the same prepared dir>, max_length=896) +
+    `simple_evaluate(tasks, limit=N, log_samples=True)` on task YAMLs that include lm-eval's own RULER
+    configs and read the same docs Parquet, samples written to JSONL.
+Both sides start cold as processes (interpreter, imports, weights from the page cache). One untimed
+warm-up of each, then the two alternate `--reps` times; overhead = median(a) / median(b) - 1. The
+responses of (a) and (b) are compared sample by sample. The model and docs are prepared once with
+snakemake under --workdir (shared with bench_vs_naive.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_vs_naive as bvn  # noqa: E402
+
+RAW = r'''
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads(int(sys.argv[5]))
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+model_dir, include_dir, out, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+tasks = sys.argv[6].split(",")
+lm = HFLM(pretrained=model_dir, device="cpu", batch_size=1, max_length=int(sys.argv[7]), dtype="float32")
+tm = TaskManager(include_path=include_dir)
+t1 = time.perf_counter()
+res = simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit, log_samples=True,
+                      apply_chat_template=False, bootstrap_iters=0)
+t2 = time.perf_counter()
+with open(out, "w") as fh:
+    for task in tasks:
+        for s in sorted(res["samples"][task], key=lambda s: int(s["doc_id"])):
+            fh.write(json.dumps({"task": task, "doc_id": int(s["doc_id"]), "prompt_sha256": s["prompt_hash"],
+                                 "response": s["filtered_resps"][0]}) + "\n")
+print(json.dumps({"simple_evaluate_seconds": t2 - t1, "setup_seconds": t1 - t0}))
+'''
+
+
+def run_pipeline(workdir: Path, config: Path, out: Path) -> tuple[float, pd.DataFrame, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "reprogrid"), "generate", "--config", str(config),
+           "--prepared-key", bvn.PKEY, "--model-dir", str(bvn.model_dir(workdir)),
+           "--docs", str(workdir / "results" / "ruler"), "--out", str(out / bvn.PKEY),
+           "--manifest", str(out / f"{bvn.PKEY}.manifest.json"), "--threads", str(bvn.THREADS)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0 or "0 failed" not in res.stderr:
+        sys.exit(f"reprogrid generate failed: {' '.join(cmd)}\n{res.stderr[-4000:]}")
+    recs = pd.read_parquet(next((out / bvn.PKEY).glob("*.parquet")))
+    prov = json.loads(next((out / bvn.PKEY).glob("*.json")).read_text())
+    return seconds, recs[["task", "doc_id", "prompt_sha256", "response"]], float(prov["seconds"])
+
+
+def run_raw(workdir: Path, include_dir: Path, out: Path, items: int) -> tuple[float, pd.DataFrame, dict]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tasks = [bvn.DOCS_TASK_PREFIX + t for t in bvn.TASKS]
+    cmd = [sys.executable, "-c", RAW, str(bvn.model_dir(workdir)), str(include_dir), str(out), str(items),
+           str(bvn.THREADS), ",".join(tasks), str(bvn.MAX_LENGTH)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        sys.exit(f"raw simple_evaluate failed:\n{res.stderr[-4000:]}")
+    df = pd.read_json(out, lines=True)
+    df["task"] = df["task"].str.removeprefix(bvn.DOCS_TASK_PREFIX)
+    return seconds, df, json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", default="/tmp/reprogrid-bench")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--items", type=int, default=bvn.N_ITEMS)
+    ap.add_argument("--target", type=float, default=5.0, help="percent")
+    ap.add_argument("--json", help="default: <workdir>/bench_overhead.json")
+    args = ap.parse_args()
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "configs").exists():
+        (workdir / "configs").symlink_to(REPO_CONFIGS)
+    prep_cfg = bvn.write_config(workdir, "bench_vs_naive", bvn.study("bench-vs-naive", bvn.GRID_FACTORS))
+    t_prep = bvn.prepare(workdir, prep_cfg)
+    one = bvn.study("bench-overhead", {"chat_template": [False]})
+    one["ruler"]["n_items"] = args.items
+    config = bvn.write_config(workdir, "bench_overhead", one)
+    include_dir = workdir / "naive_tasks"
+    bvn.write_docs_tasks(include_dir, workdir)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+    print("warm-up (not timed)", flush=True)
+    run_pipeline(workdir, config, workdir / "overhead" / "warm_a")
+    run_raw(workdir, include_dir, workdir / "overhead" / "warm_b.jsonl", args.items)
+    a_times, b_times, a_eval, b_eval = [], [], [], []
+    recs_a = recs_b = None
+    for i in range(args.reps):
+        sa, recs_a, ea = run_pipeline(workdir, config, workdir / "overhead" / f"a{i}")
+        sb, recs_b, info = run_raw(workdir, include_dir, workdir / "overhead" / f"b{i}.jsonl", args.items)
+        a_times.append(sa), b_times.append(sb), a_eval.append(ea), b_eval.append(info["simple_evaluate_seconds"])
+        print(f"rep {i + 1}: pipeline {sa:.1f} s (simple_evaluate {ea:.1f} s) | raw {sb:.1f} s "
+              f"(simple_evaluate {info['simple_evaluate_seconds']:.1f} s)", flush=True)
+    ma, mb = statistics.median(a_times), statistics.median(b_times)
+    overhead = 100 * (ma / mb - 1)
+    merged = recs_a.merge(recs_b, on=["task", "doc_id"], suffixes=("_a", "_b"))
+    same_prompt = int((merged["prompt_sha256_a"] == merged["prompt_sha256_b"]).sum())
+    same_resp = int((merged["response_a"] == merged["response_b"]).sum())
+    result = {
+        "started": started, "preparation_seconds": round(t_prep, 1), "items_per_task": args.items,
+        "samples": len(merged), "pipeline_seconds": [round(x, 2) for x in a_times],
+        "raw_seconds": [round(x, 2) for x in b_times], "pipeline_median": round(ma, 2), "raw_median": round(mb, 2),
+        "overhead_percent": round(overhead, 2), "overhead_seconds": round(ma - mb, 2),
+        "pipeline_simple_evaluate_seconds": a_eval, "raw_simple_evaluate_seconds": [round(x, 2) for x in b_eval],
+        "same_prompt": same_prompt, "same_response": same_resp,
+        "target_met": overhead <= args.target,
+    }
+    out = Path(args.json) if args.json else workdir / "bench_overhead.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"overhead {overhead:+.1f}% ({ma - mb:+.1f} s on {mb:.1f} s; target <= {args.target:.0f}%: "
+          f"{'met' if overhead <= args.target else 'MISSED'}); responses identical {same_resp}/{len(merged)}, "
+          f"prompts identical {same_prompt}/{len(merged)}")
+
+
+REPO_CONFIGS = bvn.REPO / "configs"
+
+if __name__ == "__main__":
+    main()
