@@ -268,14 +268,19 @@ def test_foreign_sizing_tokenizer_changes_the_real_prompt_length(qwen_tokenizer_
     assert 40_000 < info["vocab_size"] < 60_000 and info["tokenizer_sha256"]
     q3 = save_tokenizer("qwen3-counter", cfg, tmp_path / "q3", log=lambda _: None)
     assert q3["vocab_size"] > 150_000
+    # the sizing counts differ at every length...
     own = build_docs("niah_single_1", 512, qwen_tokenizer_dir, seed=0).head(5)
     foreign = build_docs("niah_single_1", 512, tmp_path / "smol", seed=0).head(5)
+    assert list(own["length"]) != list(foreign["length"])
+    # ...and at 2K the same nominal length is a different real prompt (lm-eval grows the haystack in
+    # coarse steps, so at 512 both tokenizers can land on the same number of repeats)
+    own = build_docs("niah_single_1", 2048, qwen_tokenizer_dir, seed=0).head(5)
+    foreign = build_docs("niah_single_1", 2048, tmp_path / "smol", seed=0).head(5)
     qwen = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
     n_own = [len(qwen(t).input_ids) for t in own["input"]]
     n_foreign = [len(qwen(t).input_ids) for t in foreign["input"]]
-    assert all(x <= 512 for x in own["length"]) and all(x <= 512 for x in foreign["length"])
-    assert n_own != n_foreign
-    assert abs(np.mean(n_foreign) - np.mean(n_own)) > 10
+    assert all(x <= 2048 for x in own["length"]) and all(x <= 2048 for x in foreign["length"])
+    assert abs(np.mean(n_foreign) - np.mean(n_own)) > 50
 
 
 def test_online_tasks_run_from_a_local_asset_directory(qwen_tokenizer_dir, tmp_path):
@@ -286,11 +291,12 @@ def test_online_tasks_run_from_a_local_asset_directory(qwen_tokenizer_dir, tmp_p
     rng = np.random.default_rng(0)
     essays = [" ".join(rng.choice(words, 400)) + "." for _ in range(20)]
     (tmp_path / "paul_graham_essays.jsonl").write_text("\n".join(json.dumps({"text": e}) for e in essays))
-    docs = build_docs("niah_single_2", 512, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
-    assert len(docs) == 500 and docs["input"].str.contains("alpha").all()
-    paragraphs = [{"context": f"The capital of country {i} is city {i}. " + " ".join(rng.choice(words, 60)),
+    # the essay haystack also needs nltk's punkt_tab in the asset directory; without it, one clear error
+    with pytest.raises(UserError, match="punkt_tab"):
+        build_docs("niah_single_2", 512, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
+    paragraphs = [{"context": f"The capital of country {i} is city {i}. " + " ".join(rng.choice(words, 20)),
                    "qas": [{"question": f"What is the capital of country {i}?", "is_impossible": False,
-                            "answers": [{"text": f"city {i}"}]}]} for i in range(60)]
+                            "answers": [{"text": f"city {i}"}]}]} for i in range(700)]
     (tmp_path / "squad-dev-v2.0.json").write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
     qa = build_docs("ruler_qa_squad", 1024, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
     assert len(qa) == 500 and qa["outputs"].map(len).min() >= 1

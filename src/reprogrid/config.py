@@ -156,8 +156,8 @@ def load_yaml(path: Path) -> Any:
 def check_semantics(cfg: Config) -> None:
     where = str(cfg.path)
     results = Path(cfg.raw.get("paths", {}).get("results", "results"))
-    if results.is_absolute() or ".." in results.parts or not results.parts:
-        raise UserError(f"'{results}' must be a relative folder inside the workflow directory (no '..')",
+    if ".." in results.parts or not results.parts:
+        raise UserError(f"'{results}' must name a results folder without '..' components",
                         field=f"{where}: paths.results")
     models = cfg.models
     for slug, entry in models.items():

@@ -97,6 +97,17 @@ def _local_assets(module, asset_dir):
         def get_haystack(type_haystack):
             if type_haystack != "essay":
                 return original_haystack(type_haystack)
+            import nltk
+
+            nltk_dir = Path(asset_dir) / "nltk_data"
+            if str(nltk_dir) not in nltk.data.path:
+                nltk.data.path.insert(0, str(nltk_dir))
+            try:
+                nltk.data.find("tokenizers/punkt_tab")
+            except LookupError:
+                raise UserError(f"'{nltk_dir}/tokenizers/punkt_tab' is missing: the essay haystack splits "
+                                "sentences with nltk's punkt_tab, which must be in the asset directory",
+                                field="ruler.asset_dir") from None
             lines = _asset(asset_dir, "essays").read_text(encoding="utf-8").splitlines()
             text = " ".join(json.loads(line)["text"] for line in lines if line.strip())
             return re.sub(r"\s+", " ", text).split(" ")
