@@ -84,8 +84,8 @@ def write_config(workdir: Path, name: str, cfg: dict) -> Path:
 
 def snakemake(workdir: Path, config: Path, *targets: str, cores: int = THREADS) -> float:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", str(REPO / "profiles" / "default"), "--cores", str(cores),
-           "--configfile", str(config), *targets]
+           "--workflow-profile", str(REPO / "profiles" / "default"),
+           "--configfile", str(config), "--cores", str(cores), *targets]  # --configfile takes several values
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
     seconds = time.perf_counter() - t0
