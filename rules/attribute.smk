@@ -17,7 +17,7 @@ rule attribute:
         factors=",".join(VARYING),
         bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
         seed=CFG.seed,
-        out=f"{R}/attribution",
+        out=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
         "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>&1"

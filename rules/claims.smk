@@ -31,7 +31,7 @@ rule claims_map:
     params:
         pair=f"--pair {CLAIM_PAIR}" if CLAIM_PAIR else "",
         seed=CFG.seed,
-        out=f"{R}/claims",
+        out=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "reprogrid claims map {input.files} --cells {input.cells} --samples {input.samples} "
         "--shares {input.shares} {params.pair} --seed {params.seed} --out {params.out} > {log} 2>&1"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from reprogrid.errors import UserError
 
-# The reprogrid command must be reachable by the jobs (a venv that is not activated still works).
-if shutil.which("reprogrid") is None:
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+from reprogrid.cli import ensure_on_path
+
+ensure_on_path()  # the jobs call `reprogrid`: a venv that is not activated still works
 
 CONFIG_PATH = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "configs/config.yaml"
 
@@ -62,3 +62,26 @@ def final_outputs():
     if CFG.raw.get("claims", {}).get("files"):
         out += [f"{R}/claims/findings.txt", f"{R}/claims/verdicts.json"]
     return out
+
+
+def generate_inputs(wc):
+    gens = [g for g in GENS.values() if g["prepared_key"] == wc.pkey]
+    docs = sorted({docs_file(t, g["context_length"], g["sizing_tokenizer"], g["data_seed"])
+                   for g in gens for t in CFG.ruler["tasks"]})
+    return {"model": f"{R}/models/{wc.pkey}", "docs": docs}
+
+
+def report_optional_inputs(wc):
+    out = {}
+    if CFG.raw.get("claims"):
+        out["verdicts"] = f"{R}/claims/verdicts.json"
+        out["findings"] = f"{R}/claims/findings.txt"
+        out["claim_cells"] = f"{R}/claims/claim_cells.csv"
+    if CFG.raw.get("specdec"):
+        out["specdec"] = f"{R}/specdec/specdec.parquet"
+        out["disparity"] = f"{R}/specdec/disparity.json"
+    return out
+
+
+def report_item(path, caption, category, name, kind):
+    return report(path, caption=f"{CAPTIONS}/{caption}", category=category, labels={"name": name, "type": kind})

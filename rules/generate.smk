@@ -2,13 +2,6 @@
 # once per load setting). Finished generations are kept across interruptions (see reprogrid.generate).
 
 
-def generate_inputs(wc):
-    gens = [g for g in GENS.values() if g["prepared_key"] == wc.pkey]
-    docs = sorted({docs_file(t, g["context_length"], g["sizing_tokenizer"], g["data_seed"])
-                   for g in gens for t in CFG.ruler["tasks"]})
-    return {"model": f"{R}/models/{wc.pkey}", "docs": docs}
-
-
 rule generate:
     input:
         unpack(generate_inputs),

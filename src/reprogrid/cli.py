@@ -26,6 +26,15 @@ COMMANDS = {
 }
 
 
+def ensure_on_path() -> None:
+    """Put this interpreter's bin directory on PATH when the `reprogrid` command is not found there."""
+    import os
+    import shutil
+
+    if shutil.which("reprogrid") is None:
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

