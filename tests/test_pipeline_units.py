@@ -302,3 +302,57 @@ def test_online_tasks_run_from_a_local_asset_directory(qwen_tokenizer_dir, tmp_p
     assert len(qa) == 500 and qa["outputs"].map(len).min() >= 1
     with pytest.raises(UserError, match="hotpot_dev_distractor_v1.json"):
         build_docs("ruler_qa_hotpot", 1024, qwen_tokenizer_dir, seed=0, asset_dir=tmp_path)
+
+
+def test_inference_setup_levels_reach_the_model(tiny_study, tmp_path):
+    """system prompt (prompt hash), dtype (compute dtype) and sampling (different draws) are real knobs."""
+    from reprogrid.generate import run_model
+
+    cfg, prepared, docs = tiny_study
+    raw = dict(cfg.raw)
+    raw["factors"] = {"model": ["tiny"], "context_length": [512], "max_gen_toks": [6], "chat_template": [True],
+                      "system_prompt": ["default", "concise"], "dtype": ["float32", "bfloat16"],
+                      "decoding": ["greedy", "sample"], "temperature": [1.5]}
+    raw["exclude"] = [{"dtype": "bfloat16", "decoding": "sample"}, {"dtype": "bfloat16", "system_prompt": "concise"},
+                      {"decoding": "sample", "system_prompt": "concise"}]
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    cfg2 = load_config(p)
+    gens = generations(cfg2)
+    assert len(gens) == 4
+    res = run_model(cfg2, "tiny--source", prepared, docs, tmp_path / "gen", tmp_path / "m.json", threads=1)
+    assert all(s["status"] == "ok" for s in res["generations"].values()), res
+    rec = {(g["system_prompt"], g["dtype"], g["decoding"]): pd.read_parquet(tmp_path / "gen" / f"{gid}.parquet")
+           for gid, g in gens.items()}
+    base = rec[("default", "float32", "greedy")]
+    assert set(rec[("concise", "float32", "greedy")]["prompt_sha256"]).isdisjoint(base["prompt_sha256"])
+    assert list(rec[("default", "bfloat16", "greedy")]["prompt_sha256"]) == list(base["prompt_sha256"])
+    # a random tiny model at temperature 1.5 almost surely draws other tokens than its argmax
+    assert list(rec[("default", "float32", "sample")]["response"]) != list(base["response"])
+    prov = json.loads((tmp_path / "gen" / f"{[g for g, v in gens.items() if v['dtype'] == 'bfloat16'][0]}.json").read_text())
+    assert prov["generation"]["dtype"] == "bfloat16"
+
+
+def test_cwe_oneshot_puts_upstreams_example_in_the_prompt(qwen_tokenizer_dir, tmp_path):
+    from reprogrid.generate import _load_docs, docs_path
+    from reprogrid.io import write_parquet
+    from reprogrid.ruler import build_docs
+
+    write_parquet(build_docs("ruler_cwe", 1024, qwen_tokenizer_dir, 0), docs_path(tmp_path, "ruler_cwe", 1024, "t", 0))
+    gen = {"context_length": 1024, "sizing_tokenizer": "t", "data_seed": 0}
+    plain = _load_docs(tmp_path, "ruler_cwe", {**gen, "cwe_oneshot": False}, 2)
+    shot = _load_docs(tmp_path, "ruler_cwe", {**gen, "cwe_oneshot": True}, 2)
+    for a, b in zip(plain, shot):
+        assert b["input"].endswith(a["input"]) and b["input"].startswith(a["input_example"])
+        assert "Answer: The top 10 words" in b["input"] and "Answer: The top 10 words" not in a["input"]
+
+
+def test_yarn_rope_scaling_is_a_config_override_and_refused_for_small_models():
+    from transformers import Qwen2Config
+
+    cfg = Qwen2Config()
+    rope = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    models.apply_rope_scaling(cfg, rope, "qwen2.5-large", "qwen2.5-7b-instruct-yarn4")
+    assert cfg.rope_scaling["factor"] == 4.0
+    with pytest.raises(UserError, match="no YaRN path"):
+        models.apply_rope_scaling(Qwen2Config(), rope, "qwen2.5-small", "qwen2.5-3b")

@@ -202,9 +202,12 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
         gid = gen["generation_id"]
         out, meta = out_dir / f"{gid}.parquet", out_dir / f"{gid}.json"
         if out.exists() and meta.exists():
-            log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: already done, skipped")
-            status[gid] = {"status": "ok", "records": out.name, "resumed": True}
-            continue
+            done = json.loads(meta.read_text())
+            if done.get("model", {}).get("weights_sha256") == model_info.get("weights_sha256"):
+                log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: already done, skipped")
+                status[gid] = {"status": "ok", "records": out.name, "resumed": True}
+                continue
+            log(f"[generate] {gid}: stored records were made with other weights; running it again")
         try:
             if device == "cuda" and not torch.cuda.is_available():
                 raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
