@@ -16,6 +16,7 @@ include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/attribute.smk"
 include: "rules/claims.smk"
+include: "rules/specdec.smk"
 include: "rules/report.smk"
 
 

@@ -59,6 +59,16 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DAT
        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
 
 
+def code_state() -> str:
+    """git HEAD + a hash of the working-tree diff: a benchmark whose code changed mid-run is void."""
+    import hashlib
+
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    diff = subprocess.run(["git", "-C", str(REPO), "diff", "HEAD", "--", "src", "rules", "Snakefile", "profiles"],
+                          capture_output=True, text=True).stdout
+    return f"{head[:12]}" + (f"+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+
 def study(name: str, factors: dict, seed: int = 0) -> dict:
     return {
         "study": name,
@@ -280,6 +290,7 @@ def main() -> None:
     model_dir_global = model_dir(workdir)
     config = write_config(workdir, "bench_vs_naive", study("bench-vs-naive", GRID_FACTORS))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    code_at_start = code_state()
 
     t_prep = prepare(workdir, config)
     print(f"preparation (not timed against anything): {t_prep:.1f} s", flush=True)
@@ -291,6 +302,8 @@ def main() -> None:
     print(f"pipeline: grid+generate+score {t_tables:.1f} s (generate job {gen_bench['s'].iloc[0]:.1f} s); "
           f"attribution+report {t_rest:.1f} s", flush=True)
     cells, samples, records = pipeline_tables(workdir)
+    if not (cells["status"] == "ok").all():
+        sys.exit(f"pipeline cells failed:\n{cells[['cell_id', 'status', 'reason']]}")
 
     grid_cells = [{"chat_template": c, "metric": m, "split": s} for c in GRID_FACTORS["chat_template"]
                   for m in GRID_FACTORS["metric"] for s in GRID_FACTORS["split"]]
@@ -319,6 +332,11 @@ def main() -> None:
               f"prompts identical {cmp['same_prompt']}/{cmp['samples_compared']}, responses identical "
               f"{cmp['same_response']}/{cmp['samples_compared']}, max |cell score diff| "
               f"{cmp['max_abs_cell_score_diff']}", flush=True)
+    result["code"] = code_at_start
+    if code_state() != code_at_start:
+        result["code_changed_during_run"] = code_state()
+        print(f"WARNING: the code changed during the run ({code_at_start} -> {code_state()}): figures void",
+              flush=True)
     out = Path(args.json) if args.json else workdir / "bench_vs_naive.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))

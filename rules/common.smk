@@ -61,6 +61,9 @@ def final_outputs():
            f"{R}/attribution/variance_shares.csv", f"{R}/report/summary.md", f"{R}/report/index.html"]
     if CFG.raw.get("claims", {}).get("files"):
         out += [f"{R}/claims/findings.txt", f"{R}/claims/verdicts.json"]
+    if CFG.raw.get("specdec"):
+        out += [f"{R}/specdec/specdec.parquet", f"{R}/specdec/disparity.json",
+                f"{R}/specdec/attribution_speedup.csv", f"{R}/specdec/attribution_acceptance.csv"]
     return out
 
 
