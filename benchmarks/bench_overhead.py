@@ -13,7 +13,8 @@ One generation config (the embedded Qwen2.5-Coder-0.5B-Instruct, RULER niah_sing
     configs and read the same docs Parquet, samples written to JSONL.
 Both sides start cold as processes (interpreter, imports, weights from the page cache). One untimed
 warm-up of each, then the two alternate `--reps` times; overhead = median(a) / median(b) - 1. The
-responses of (a) and (b) are compared sample by sample. The model and docs are prepared once with
+responses of (a) and (b) are compared sample by sample. Wall and CPU seconds (getrusage of the
+process tree) are both recorded, with the CPU seconds other processes used meanwhile. The model and docs are prepared once with
 snakemake under --workdir (shared with bench_vs_naive.py).
 """
 
@@ -60,35 +61,31 @@ print(json.dumps({"simple_evaluate_seconds": t2 - t1, "setup_seconds": t1 - t0})
 '''
 
 
-def run_pipeline(workdir: Path, config: Path, out: Path) -> tuple[float, pd.DataFrame, float]:
+def run_pipeline(workdir: Path, config: Path, out: Path) -> tuple[dict, pd.DataFrame, float]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [str(Path(sys.executable).parent / "reprogrid"), "generate", "--config", str(config),
            "--prepared-key", bvn.PKEY, "--model-dir", str(bvn.model_dir(workdir)),
            "--docs", str(workdir / "results" / "ruler"), "--out", str(out / bvn.PKEY),
            "--manifest", str(out / f"{bvn.PKEY}.manifest.json"), "--threads", str(bvn.THREADS)]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
-    seconds = time.perf_counter() - t0
+    res, times = bvn.run_timed(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
     if res.returncode != 0 or "0 failed" not in res.stderr:
         sys.exit(f"reprogrid generate failed: {' '.join(cmd)}\n{res.stderr[-4000:]}")
     recs = pd.read_parquet(next((out / bvn.PKEY).glob("*.parquet")))
     prov = json.loads(next((out / bvn.PKEY).glob("*.json")).read_text())
-    return seconds, recs[["task", "doc_id", "prompt_sha256", "response"]], float(prov["seconds"])
+    return times, recs[["task", "doc_id", "prompt_sha256", "response"]], float(prov["seconds"])
 
 
-def run_raw(workdir: Path, include_dir: Path, out: Path, items: int) -> tuple[float, pd.DataFrame, dict]:
+def run_raw(workdir: Path, include_dir: Path, out: Path, items: int) -> tuple[dict, pd.DataFrame, dict]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tasks = [bvn.DOCS_TASK_PREFIX + t for t in bvn.TASKS]
     cmd = [sys.executable, "-c", RAW, str(bvn.model_dir(workdir)), str(include_dir), str(out), str(items),
            str(bvn.THREADS), ",".join(tasks), str(bvn.MAX_LENGTH)]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
-    seconds = time.perf_counter() - t0
+    res, times = bvn.run_timed(cmd, cwd=workdir, capture_output=True, text=True, env=bvn.ENV)
     if res.returncode != 0:
         sys.exit(f"raw simple_evaluate failed:\n{res.stderr[-4000:]}")
     df = pd.read_json(out, lines=True)
     df["task"] = df["task"].str.removeprefix(bvn.DOCS_TASK_PREFIX)
-    return seconds, df, json.loads(res.stdout.strip().splitlines()[-1])
+    return times, df, json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -116,24 +113,30 @@ def main() -> None:
     print("warm-up (not timed)", flush=True)
     run_pipeline(workdir, config, workdir / "overhead" / "warm_a")
     run_raw(workdir, include_dir, workdir / "overhead" / "warm_b.jsonl", args.items)
-    a_times, b_times, a_eval, b_eval = [], [], [], []
+    a_runs, b_runs, a_eval, b_eval = [], [], [], []
     recs_a = recs_b = None
     for i in range(args.reps):
-        sa, recs_a, ea = run_pipeline(workdir, config, workdir / "overhead" / f"a{i}")
-        sb, recs_b, info = run_raw(workdir, include_dir, workdir / "overhead" / f"b{i}.jsonl", args.items)
-        a_times.append(sa), b_times.append(sb), a_eval.append(ea), b_eval.append(info["simple_evaluate_seconds"])
-        print(f"rep {i + 1}: pipeline {sa:.1f} s (simple_evaluate {ea:.1f} s) | raw {sb:.1f} s "
+        ta, recs_a, ea = run_pipeline(workdir, config, workdir / "overhead" / f"a{i}")
+        tb, recs_b, info = run_raw(workdir, include_dir, workdir / "overhead" / f"b{i}.jsonl", args.items)
+        a_runs.append(ta), b_runs.append(tb), a_eval.append(ea), b_eval.append(info["simple_evaluate_seconds"])
+        print(f"rep {i + 1}: pipeline {bvn.fmt_times(ta)} (simple_evaluate {ea:.1f} s) | raw {bvn.fmt_times(tb)} "
               f"(simple_evaluate {info['simple_evaluate_seconds']:.1f} s)", flush=True)
-    ma, mb = statistics.median(a_times), statistics.median(b_times)
-    overhead = 100 * (ma / mb - 1)
+    med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+    ma, mb = med(a_runs, "wall"), med(b_runs, "wall")
+    ca, cb = med(a_runs, "cpu"), med(b_runs, "cpu")
+    overhead, overhead_cpu = 100 * (ma / mb - 1), 100 * (ca / cb - 1)
     merged = recs_a.merge(recs_b, on=["task", "doc_id"], suffixes=("_a", "_b"))
     same_prompt = int((merged["prompt_sha256_a"] == merged["prompt_sha256_b"]).sum())
     same_resp = int((merged["response_a"] == merged["response_b"]).sum())
+    rnd = lambda runs: [{k: round(v, 2) for k, v in r.items()} for r in runs]  # noqa: E731
     result = {
-        "started": started, "preparation_seconds": round(t_prep, 1), "items_per_task": args.items,
-        "samples": len(merged), "pipeline_seconds": [round(x, 2) for x in a_times],
-        "raw_seconds": [round(x, 2) for x in b_times], "pipeline_median": round(ma, 2), "raw_median": round(mb, 2),
-        "overhead_percent": round(overhead, 2), "overhead_seconds": round(ma - mb, 2),
+        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "preparation_seconds": round(t_prep, 1), "items_per_task": args.items, "samples": len(merged),
+        "pipeline_runs": rnd(a_runs), "raw_runs": rnd(b_runs),
+        "pipeline_median_wall": round(ma, 2), "raw_median_wall": round(mb, 2),
+        "pipeline_median_cpu": round(ca, 2), "raw_median_cpu": round(cb, 2),
+        "overhead_percent_wall": round(overhead, 2), "overhead_seconds_wall": round(ma - mb, 2),
+        "overhead_percent_cpu": round(overhead_cpu, 2),
         "pipeline_simple_evaluate_seconds": a_eval, "raw_simple_evaluate_seconds": [round(x, 2) for x in b_eval],
         "same_prompt": same_prompt, "same_response": same_resp,
         "target_met": overhead <= args.target, "code": code_at_start,
@@ -144,9 +147,9 @@ def main() -> None:
     out = Path(args.json) if args.json else workdir / "bench_overhead.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    print(f"overhead {overhead:+.1f}% ({ma - mb:+.1f} s on {mb:.1f} s; target <= {args.target:.0f}%: "
-          f"{'met' if overhead <= args.target else 'MISSED'}); responses identical {same_resp}/{len(merged)}, "
-          f"prompts identical {same_prompt}/{len(merged)}")
+    print(f"overhead {overhead:+.1f}% wall ({ma - mb:+.1f} s on {mb:.1f} s), {overhead_cpu:+.1f}% CPU; "
+          f"target <= {args.target:.0f}%: {'met' if overhead <= args.target else 'MISSED'}; responses identical "
+          f"{same_resp}/{len(merged)}, prompts identical {same_prompt}/{len(merged)}")
 
 
 REPO_CONFIGS = bvn.REPO / "configs"

@@ -1,7 +1,7 @@
 """The pipeline vs the naive way (one `lm_eval` CLI process per cell), same small grid, measured side by side.
 
 Usage: python benchmarks/bench_vs_naive.py [--workdir /tmp/reprogrid-bench] [--variants cli,cli_docs]
-       [--fresh] [--json out.json]
+       [--fresh] [--no-pipeline-after] [--json out.json]
 
 The grid: the embedded Qwen2.5-Coder-0.5B-Instruct, RULER niah_single_1 + ruler_fwe, 2 items each at
 512 tokens; chat template off/on (2 generation configs) x metric all_match/any_match x split all/niah
@@ -21,9 +21,15 @@ Steps (all in one run, on the same machine, one after the other):
      process in order) -- what users run today;
    * ``cli_docs``: the same CLI with `--include_path` task YAMLs that include lm-eval's own RULER task
      YAMLs but read the pipeline's docs Parquet, so both sides see the same documents.
-4. comparison per sample: prompt hash (sha256 of the context lm-eval sends the model) and response
+4. pipeline again, timed, after the naive runs (skip with --no-pipeline-after): brackets the naive
+   runs in time, and its samples.parquet must equal the first run's.
+5. comparison per sample: prompt hash (sha256 of the context lm-eval sends the model) and response
    of every naive (cell, task, doc) against the pipeline's generation records and samples.parquet;
    and each cell's score against the pipeline's cells.parquet.
+
+Every timed command records wall seconds, CPU seconds (its own and its descendants', getrusage) and
+the CPU seconds other processes used meanwhile (from /proc/stat): on a shared machine the wall-time
+ratio is only trustworthy when that foreign load is near 0; the CPU-time ratio is the robust one.
 
 Model settings on both sides: float32 on CPU, batch size 1, greedy, each task's own max_gen_toks,
 max_length 896 (= the pipeline's `length_budget: fit` for 512 tokens: 512 + 128 + 256), 2 threads.
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,6 +64,33 @@ DOCS_TASK_PREFIX = "rgdocs_"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false",
        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
+def _busy_seconds() -> float:
+    """CPU seconds spent by the whole machine so far (all cores, /proc/stat), to detect other load."""
+    with open("/proc/stat") as fh:
+        vals = [int(x) for x in fh.readline().split()[1:9]]
+    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_timed(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a command; wall seconds, CPU seconds of it and its descendants, and CPU seconds that other
+    processes on the machine used meanwhile (`foreign_cpu`: 0 on a quiet machine)."""
+    r0, b0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_seconds(), time.perf_counter()
+    res = subprocess.run(cmd, **kw)
+    wall = time.perf_counter() - t0
+    r1, busy = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_seconds() - b0
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return res, {"wall": wall, "cpu": cpu, "foreign_cpu": max(0.0, busy - cpu)}
+
+
+def add_times(*ts: dict) -> dict:
+    return {k: sum(t[k] for t in ts) for k in ("wall", "cpu", "foreign_cpu")}
+
+
+def fmt_times(t: dict) -> str:
+    return (f"{t['wall']:.1f} s wall, {t['cpu']:.1f} s CPU, other processes {t['foreign_cpu']:.1f} CPU-s "
+            f"({t['foreign_cpu'] / max(t['wall'], 1e-9):.2f} cores)")
 
 
 def code_state() -> str:
@@ -92,16 +126,14 @@ def write_config(workdir: Path, name: str, cfg: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, config: Path, *targets: str, cores: int = THREADS) -> float:
+def snakemake(workdir: Path, config: Path, *targets: str, cores: int = THREADS) -> dict:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--workflow-profile", str(REPO / "profiles" / "default"),
            "--configfile", str(config), "--cores", str(cores), *targets]  # --configfile takes several values
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
-    seconds = time.perf_counter() - t0
+    res, times = run_timed(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
     if res.returncode != 0:
         sys.exit(f"snakemake failed (rc {res.returncode}): {' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-4000:]}")
-    return seconds
+    return times
 
 
 def model_dir(workdir: Path) -> Path:
@@ -113,12 +145,12 @@ def docs_file(workdir: Path, task: str) -> Path:
 
 
 def prepare(workdir: Path, config: Path) -> float:
-    """Prepared model + RULER docs of the grid (not timed against anything; returns its seconds)."""
+    """Prepared model + RULER docs of the grid (not timed against anything; returns its wall seconds)."""
     targets = [str(model_dir(workdir).relative_to(workdir))] + [
         str(docs_file(workdir, t).relative_to(workdir)) for t in TASKS]
     if all((workdir / t).exists() for t in targets):
         return 0.0
-    return snakemake(workdir, config, *targets)
+    return snakemake(workdir, config, *targets)["wall"]
 
 
 def reset_pipeline_outputs(workdir: Path) -> None:
@@ -211,22 +243,23 @@ def run_naive(workdir: Path, variant: str, cells: list[dict], include_dir: Path 
     tasks = [DOCS_TASK_PREFIX + t for t in TASKS] if variant == "cli_docs" else TASKS
     base = workdir / "naive" / variant
     shutil.rmtree(base, ignore_errors=True)
-    per_cell, t_all = [], time.perf_counter()
+    per_cell, times = [], []
     for i, cell in enumerate(cells):
         out = base / f"cell{i}"
         cmd = lm_eval_command(out, cell["chat_template"], tasks, include_dir)
-        t0 = time.perf_counter()
-        res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
+        res, tm = run_timed(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
         if res.returncode != 0:
             sys.exit(f"lm_eval failed (rc {res.returncode}): {' '.join(cmd)}\n{res.stderr[-4000:]}")
+        t0 = time.perf_counter()  # the naive user's own scoring of the cell (metric, split)
         samples = read_cli_samples(out)
         score, scored = naive_cell_score(samples, cell["metric"], cell["split"])
-        seconds = time.perf_counter() - t0
+        tm["wall"] += time.perf_counter() - t0
         (out / "lm_eval.log").write_text(res.stdout + res.stderr)
-        per_cell.append({**cell, "seconds": round(seconds, 1), "score": score,
+        times.append(tm)
+        per_cell.append({**cell, **{k: round(v, 1) for k, v in tm.items()}, "score": score,
                          "samples": scored.to_dict("records")})
-        print(f"  naive {variant} cell {i + 1}/{len(cells)} {cell}: {seconds:.1f} s, score {score:.3f}", flush=True)
-    return {"seconds": time.perf_counter() - t_all, "cells": per_cell, "command": " ".join(
+        print(f"  naive {variant} cell {i + 1}/{len(cells)} {cell}: {fmt_times(tm)}, score {score:.3f}", flush=True)
+    return {"times": add_times(*times), "cells": per_cell, "command": " ".join(
         lm_eval_command(base / "cellN", True, tasks, include_dir))}
 
 
@@ -280,6 +313,8 @@ def main() -> None:
     ap.add_argument("--variants", default="cli,cli_docs", help="naive variants to run: cli, cli_docs")
     ap.add_argument("--fresh", action="store_true", help="wipe the workdir first (model preparation again)")
     ap.add_argument("--json", help="write the full result here (default: <workdir>/bench_vs_naive.json)")
+    ap.add_argument("--no-pipeline-after", dest="pipeline_after", action="store_false",
+                    help="skip the second pipeline run after the naive runs (it brackets the naive runs in time)")
     args = ap.parse_args()
     workdir = Path(args.workdir).resolve()
     if args.fresh:
@@ -295,42 +330,69 @@ def main() -> None:
     t_prep = prepare(workdir, config)
     print(f"preparation (not timed against anything): {t_prep:.1f} s", flush=True)
 
-    reset_pipeline_outputs(workdir)
-    t_tables = snakemake(workdir, config, "results/tables/cells.parquet")
-    t_rest = snakemake(workdir, config)
-    gen_bench = pd.read_csv(workdir / "results" / "benchmarks" / "generate" / f"{PKEY}.tsv", sep="\t")
-    print(f"pipeline: grid+generate+score {t_tables:.1f} s (generate job {gen_bench['s'].iloc[0]:.1f} s); "
-          f"attribution+report {t_rest:.1f} s", flush=True)
-    cells, samples, records = pipeline_tables(workdir)
-    if not (cells["status"] == "ok").all():
-        sys.exit(f"pipeline cells failed:\n{cells[['cell_id', 'status', 'reason']]}")
+    def run_pipeline(label: str) -> dict:
+        reset_pipeline_outputs(workdir)
+        tables = snakemake(workdir, config, "results/tables/cells.parquet")
+        rest = snakemake(workdir, config)
+        gen_s = float(pd.read_csv(workdir / "results" / "benchmarks" / "generate" / f"{PKEY}.tsv", sep="\t")["s"].iloc[0])
+        print(f"pipeline ({label}): grid+generate+score {fmt_times(tables)} (generate job {gen_s:.1f} s); "
+              f"attribution+report {fmt_times(rest)}", flush=True)
+        c, s, r = pipeline_tables(workdir)
+        if not (c["status"] == "ok").all():
+            sys.exit(f"pipeline cells failed:\n{c[['cell_id', 'status', 'reason']]}")
+        return {"tables": {k: round(v, 1) for k, v in tables.items()},
+                "attribution_report": {k: round(v, 1) for k, v in rest.items()}, "generate_job_seconds": gen_s,
+                "_frames": (c, s, r)}
+
+    pipeline_runs = [run_pipeline("before the naive runs")]
+    cells, samples, records = pipeline_runs[0]["_frames"]
 
     grid_cells = [{"chat_template": c, "metric": m, "split": s} for c in GRID_FACTORS["chat_template"]
                   for m in GRID_FACTORS["metric"] for s in GRID_FACTORS["split"]]
     include_dir = workdir / "naive_tasks"
     write_docs_tasks(include_dir, workdir)
-    result = {"started": started, "machine": {"cores": os.cpu_count(), "gpu": False},
+    naive_runs = {}
+    for variant in [v for v in args.variants.split(",") if v]:
+        naive = run_naive(workdir, variant, grid_cells, include_dir if variant == "cli_docs" else None)
+        naive_runs[variant] = (naive, compare(naive, cells, samples, records))
+        print(f"naive {variant}: {fmt_times(naive['times'])}", flush=True)
+    if args.pipeline_after:
+        pipeline_runs.append(run_pipeline("after the naive runs"))
+        # the second pipeline run must reproduce the first one's samples exactly
+        _, s2, _ = pipeline_runs[-1]["_frames"]
+        same = samples.reset_index(drop=True).equals(s2.reset_index(drop=True))
+        print(f"pipeline samples.parquet identical across the two runs: {same}", flush=True)
+    for run in pipeline_runs:
+        run.pop("_frames")
+
+    pipe_wall = statistics.mean(r["tables"]["wall"] for r in pipeline_runs)
+    pipe_cpu = statistics.mean(r["tables"]["cpu"] for r in pipeline_runs)
+    pipe_all_wall = statistics.mean(r["tables"]["wall"] + r["attribution_report"]["wall"] for r in pipeline_runs)
+    result = {"started": started, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": {"cores": os.cpu_count(), "gpu": False},
               "grid": {"cells": len(grid_cells), "generation_configs": 2, "tasks": TASKS, "n_items": N_ITEMS,
                        "context_length": LENGTH},
               "preparation_seconds": round(t_prep, 1),
-              "pipeline": {"tables_seconds": round(t_tables, 1), "attribution_report_seconds": round(t_rest, 1),
-                           "generate_job_seconds": float(gen_bench["s"].iloc[0]),
+              "pipeline": {"runs": pipeline_runs, "mean_tables_wall": round(pipe_wall, 1),
+                           "mean_tables_cpu": round(pipe_cpu, 1),
                            "command": f"snakemake --cores {THREADS} --configfile {config.name} results/tables/cells.parquet"},
               "naive": {}}
-    for variant in [v for v in args.variants.split(",") if v]:
-        naive = run_naive(workdir, variant, grid_cells, include_dir if variant == "cli_docs" else None)
-        cmp = compare(naive, cells, samples, records)
+    for variant, (naive, cmp) in naive_runs.items():
+        nt = naive["times"]
         result["naive"][variant] = {
-            "seconds": round(naive["seconds"], 1),
-            "median_cell_seconds": round(statistics.median(c["seconds"] for c in naive["cells"]), 1),
-            "speedup_vs_pipeline_tables": round(naive["seconds"] / t_tables, 2),
-            "speedup_vs_pipeline_all": round(naive["seconds"] / (t_tables + t_rest), 2),
+            "times": {k: round(v, 1) for k, v in nt.items()},
+            "median_cell_wall": round(statistics.median(c["wall"] for c in naive["cells"]), 1),
+            "speedup_wall": round(nt["wall"] / pipe_wall, 2),
+            "speedup_cpu": round(nt["cpu"] / pipe_cpu, 2),
+            "speedup_wall_vs_pipeline_incl_attribution_report": round(nt["wall"] / pipe_all_wall, 2),
             "comparison": cmp, "command": naive["command"],
+            "cells": [{k: v for k, v in c.items() if k != "samples"} for c in naive["cells"]],
         }
-        print(f"naive {variant}: {naive['seconds']:.1f} s -> speedup {naive['seconds'] / t_tables:.2f}x "
-              f"(vs pipeline incl. attribution+report {naive['seconds'] / (t_tables + t_rest):.2f}x); "
-              f"prompts identical {cmp['same_prompt']}/{cmp['samples_compared']}, responses identical "
-              f"{cmp['same_response']}/{cmp['samples_compared']}, max |cell score diff| "
+        print(f"naive {variant} vs pipeline: speedup {nt['wall'] / pipe_wall:.2f}x wall, {nt['cpu'] / pipe_cpu:.2f}x CPU "
+              f"({nt['wall'] / pipe_all_wall:.2f}x wall vs the pipeline incl. attribution+report); prompts identical "
+              f"{cmp['same_prompt']}/{cmp['samples_compared']}, responses identical "
+              f"{cmp['same_response']}/{cmp['samples_compared']} (where the prompt is identical: "
+              f"{cmp['same_response_where_prompt_same']}/{cmp['same_prompt']}), max |cell score diff| "
               f"{cmp['max_abs_cell_score_diff']}", flush=True)
     result["code"] = code_at_start
     if code_state() != code_at_start:
@@ -339,7 +401,7 @@ def main() -> None:
               flush=True)
     out = Path(args.json) if args.json else workdir / "bench_vs_naive.json"
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
+    print(f"full result: {out}")
 
 
 if __name__ == "__main__":

@@ -199,9 +199,12 @@ def test_run_collect_attribute_end_to_end(tiny_pair, capsys):
     report_columns = {"task", "speedup_measured", "speedup_predicted", "alpha_empirical", "alpha_analytic",
                       "tokens_per_step", "expected_tokens_per_step", "cross_entropy", "gamma", "decoding"}
     assert report_columns <= set(df.columns)
+    assert df["speedup_predicted_block"].notna().all()  # E / (gamma c + verify cost ratio)
     dis = json.loads((out / "disparity.json").read_text())
     assert set(dis["groups"]) == {"code", "math"} and dis["max_min_ratio"] >= 1
     assert dis["by_pair"]["noisy-drafts-tiny"]["acceptance"]["value"] == "alpha_empirical"
+    per_task = dis["by_pair"]["noisy-drafts-tiny"]["per_task"]
+    assert set(per_task) == {"code", "math"} and per_task["code"]["speedup_predicted_block"] > 0
     assert dis["invariance"]["noisy-drafts-tiny"] == {"greedy_prompts": 8, "identical": 8, "all_identical": True}
     assert set(dis["mix"]["noisy-drafts-tiny"]) == {"single", "interleaved"}
     assert set(dis["cell_status"].values()) == {"ok"} and dis["ce_variance"] is not None

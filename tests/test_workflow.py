@@ -120,6 +120,9 @@ def test_kill_during_generation_then_resume_is_byte_identical(tiny_run):
     os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, mid-way through the second generation
     proc.wait()
     stamp = first.with_suffix(".parquet").stat().st_mtime_ns
+    # a hard kill leaves Snakemake's lock behind: release it the way Snakemake asks users to
+    res = snakemake(wd, "--unlock", "--configfile", str(REPO / "tests/configs/tiny.yaml"), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
     res = snakemake(wd, "--cores", "2", "--configfile", str(REPO / "tests/configs/tiny.yaml"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert first.with_suffix(".parquet").stat().st_mtime_ns == stamp, "a finished generation was redone"

@@ -1137,12 +1137,28 @@ def run_cell(cfg, cell: str, verifier_dir, drafter_dir, out_dir, *, threads: int
     return meta
 
 
+def predicted_speedup_block(df):
+    """E / (gamma * c + verify_cost_ratio) per row: the speed-up model with the measured cost of verifying a
+    gamma+1-token block (``verify_cost_ratio`` = block time / single-token time; 1 in the textbook model, where the
+    prediction is ``speedup_predicted``). E uses the acceptance rule the decoding applies: ``alpha_greedy`` under
+    greedy decoding, ``alpha_analytic`` under sampling. reprogrid's own refinement, for hardware (CPU) where
+    a block costs more than one token."""
+    import pandas as pd
+
+    num = lambda col: pd.to_numeric(df.get(col, pd.Series(np.nan, index=df.index)), errors="coerce")  # noqa: E731
+    greedy = df.get("decoding", pd.Series("", index=df.index)).astype(str) == "greedy"
+    e = num("expected_tokens_per_step_greedy").where(greedy, num("expected_tokens_per_step"))
+    return (e / (num("gamma") * num("c") + num("verify_cost_ratio"))).astype(float)
+
+
 def collect(cfg, tables: list, out_dir, *, n_boot: int | None = None) -> dict:
     """Concatenate cell tables into ``specdec.parquet`` / ``specdec_steps.parquet`` and write ``disparity.json``.
 
+    ``specdec.parquet`` gains ``speedup_predicted_block`` (:func:`predicted_speedup_block`).
     ``disparity.json``: the top level is :func:`disparity` of ``speedup_measured`` by task over every measured
     row (all cells pooled, which is what the report's per-task rows show); ``by_pair`` holds the same per pair
-    (speed-up and acceptance ``alpha_empirical``), ``by_cell`` per cell, ``mix`` the mean speed-up and tokens/s per
+    (speed-up and acceptance ``alpha_empirical``) and per-task means of the measured and predicted quantities
+    (``per_task``), ``by_cell`` per cell, ``mix`` the mean speed-up and tokens/s per
     (pair, mix), and ``invariance`` the greedy check (plain and assisted outputs identical) per pair.
     """
     import pandas as pd
@@ -1164,6 +1180,7 @@ def collect(cfg, tables: list, out_dir, *, n_boot: int | None = None) -> dict:
     if not frames:
         raise UserError("no cell tables given", field="TABLES")
     df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    df["speedup_predicted_block"] = predicted_speedup_block(df)
     steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame(columns=["cell_id", *STEP_COLUMNS])
     out = Path(out_dir)
     write_parquet(df, out / "specdec.parquet")
@@ -1187,6 +1204,13 @@ def collect(cfg, tables: list, out_dir, *, n_boot: int | None = None) -> dict:
         acc = g[np.isfinite(pd.to_numeric(g["alpha_empirical"], errors="coerce").to_numpy(dtype=float))]
         entry["acceptance"] = (disparity(acc, "alpha_empirical", "task", n_boot=n_boot, seed=seed)
                                if len(acc) else None)
+        means = ["alpha_greedy", "alpha_analytic", "alpha_empirical", "acceptance_rate_tokens", "tokens_per_step",
+                 "expected_tokens_per_step", "expected_tokens_per_step_greedy", "c", "verify_cost_ratio",
+                 "speedup_measured", "speedup_predicted", "speedup_predicted_greedy", "speedup_predicted_block",
+                 "cross_entropy", "kl"]
+        per_task = g.groupby("task", sort=True)[[m for m in means if m in g.columns]].agg(
+            lambda x: float(pd.to_numeric(x, errors="coerce").mean()))
+        entry["per_task"] = {str(t): {k: float(v) for k, v in row.items()} for t, row in per_task.iterrows()}
         result["by_pair"][str(pair)] = entry
         greedy = g[g["decoding"].astype(str) == "greedy"]
         if len(greedy):
