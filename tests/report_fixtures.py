@@ -100,7 +100,8 @@ def _config(root: Path, results: Path, with_claims: bool, with_specdec: bool) ->
     if with_claims:
         cfg["claims"] = {"files": [str(root / "claims.yaml")], "low": LOW_CLAIM, "high": HIGH_CLAIM}
     if with_specdec:
-        cfg["specdec"] = {"verifier": "qwen2.5-1.5b-instruct", "drafter": "qwen2.5-0.5b-instruct", "gamma": 4}
+        cfg["specdec"] = {"pairs": [{"name": "0.5b-drafts-1.5b", "verifier": "qwen2.5-1.5b-instruct",
+                                     "drafter": "qwen2.5-0.5b-instruct"}], "gamma": [4]}
     return cfg
 
 
