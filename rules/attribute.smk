@@ -1,6 +1,6 @@
 # Attribution: variance shares of the per-sample score over the factors that vary, bootstrap over items.
 
-VARYING = [f for f in CFG.listed if CELLS[f].nunique() > 1]
+VARYING = [f for f in CFG.listed if CELLS[f].nunique() > 1] or list(CFG.listed)  # --allow-degenerate copes
 
 
 rule attribute:
