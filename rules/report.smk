@@ -30,5 +30,7 @@ rule report:
     params:
         config=CONFIG_PATH,
         results=lambda wc, output: str(Path(output.md).parent.parent),
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid report --config {params.config} --results {params.results} > {log} 2>&1"
+        "python -m reprogrid report --config {params.config} --results {params.results} > {log} 2>&1"

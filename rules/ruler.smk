@@ -10,6 +10,8 @@ rule ruler_data:
         f"{R}/logs/ruler_data/{{task}}-L{{length}}-{{tok}}-seed{{seed}}.log",
     params:
         assets=f"--asset-dir {CFG.ruler['asset_dir']}" if CFG.ruler["asset_dir"] else "",
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid ruler-data docs --task {wildcards.task} --length {wildcards.length} "
+        "python -m reprogrid ruler-data docs --task {wildcards.task} --length {wildcards.length} "
         "--tokenizer {input.tokenizer} --seed {wildcards.seed} {params.assets} --out {output} > {log} 2>&1"

@@ -8,8 +8,10 @@ rule grid:
         f"{R}/logs/grid.log",
     params:
         config=CONFIG_PATH,
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid grid --config {params.config} --out {output} > {log} 2>&1"
+        "python -m reprogrid grid --config {params.config} --out {output} > {log} 2>&1"
 
 
 rule score:
@@ -23,6 +25,8 @@ rule score:
         f"{R}/logs/score.log",
     params:
         config=CONFIG_PATH,
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid score --config {params.config} --manifests {input.manifests} "
+        "python -m reprogrid score --config {params.config} --manifests {input.manifests} "
         "--samples {output.samples} --cells {output.cells} > {log} 2>&1"

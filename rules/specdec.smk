@@ -3,26 +3,8 @@
 # models (rule prepare_model) and measures every configured prompt with the verifier alone and with the drafter.
 # Wall-clock speed-ups are only comparable when nothing else runs beside a cell: give the study
 # `resources.threads` equal to the cores you pass to snakemake (then cells run one at a time, alone).
-import re
-
-from reprogrid.specdec import study_cells as _specdec_cells
-
-SPECDEC_CELLS = _specdec_cells(CFG) if CFG.raw.get("specdec") else {}  # safe to include unconditionally
-SD = f"{R}/specdec"
-
-
 wildcard_constraints:
     sdcell="|".join(re.escape(c) for c in SPECDEC_CELLS),
-
-
-def specdec_models(wc):
-    c = SPECDEC_CELLS[wc.sdcell]
-    return {"verifier": f"{R}/models/{c['verifier_key']}", "drafter": f"{R}/models/{c['drafter_key']}"}
-
-
-def specdec_gpu(wc):
-    c = SPECDEC_CELLS[wc.sdcell]
-    return int(any(CFG.models[c[role]].get("device") == "cuda" for role in ("verifier", "drafter")))
 
 
 rule specdec_run:
@@ -38,13 +20,15 @@ rule specdec_run:
         f"{R}/benchmarks/specdec_run/{{sdcell}}.tsv"
     params:
         config=CONFIG_PATH,
-        out=f"{SD}/cells",
+        out=lambda wc, output: os.path.dirname(output.table),
     threads: THREADS
     resources:
         mem_mb=16000,
         gpu=specdec_gpu,
+    conda:
+        ENV_MODEL
     shell:
-        "reprogrid specdec run --config {params.config} --cell {wildcards.sdcell} --verifier-dir {input.verifier} "
+        "python -m reprogrid specdec run --config {params.config} --cell {wildcards.sdcell} --verifier-dir {input.verifier} "
         "--drafter-dir {input.drafter} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
@@ -63,8 +47,11 @@ rule specdec_summarize:
         f"{R}/benchmarks/specdec_summarize.tsv"
     params:
         config=CONFIG_PATH,
+        out=lambda wc, output: os.path.dirname(output.table),
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid specdec collect --config {params.config} --out {SD} {input.tables} > {log} 2>&1"
+        "python -m reprogrid specdec collect --config {params.config} --out {params.out} {input.tables} > {log} 2>&1"
 
 
 rule specdec_attribute:
@@ -82,6 +69,9 @@ rule specdec_attribute:
     params:
         bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
         seed=CFG.seed,
+        out=lambda wc, output: os.path.dirname(output.speedup),
+    conda:
+        ENV_ANALYSIS
     shell:
-        "reprogrid specdec attribute {input.table} --bootstrap {params.bootstrap} --seed {params.seed} "
-        "--out {SD} > {log} 2>&1"
+        "python -m reprogrid specdec attribute {input.table} --bootstrap {params.bootstrap} --seed {params.seed} "
+        "--out {params.out} > {log} 2>&1"

@@ -124,9 +124,12 @@ def test_prepare_records_provenance_and_checksums(tiny_model_dir, tmp_path):
 
 
 def test_gpu_levels_are_refused_on_cpu(tiny_model_dir, tmp_path):
-    with pytest.raises(UserError, match="needs a CUDA GPU"):
-        models.prepare("tiny", {"source": "local_dir", "path": str(tiny_model_dir)}, "gptq_int4", tmp_path,
-                       tmp_path / "x", log=lambda _: None)
+    # a prepared directory loads, but a GPU-only level on it is refused before any weight is read
+    models.prepare("tiny", {"source": "local_dir", "path": str(tiny_model_dir)}, "source", tmp_path,
+                   tmp_path / "x", log=lambda _: None)
+    for level in ("bnb_4bit", "bnb_8bit", "gptq_int8", "awq"):
+        with pytest.raises(UserError, match="runs on CUDA only"):
+            models.load_prepared(tmp_path / "x", quantization=level, device="cpu")
 
 
 def test_embedded_checksum_mismatch_is_refused(tmp_path):

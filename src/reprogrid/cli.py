@@ -35,6 +35,20 @@ def ensure_on_path() -> None:
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
+def job_environment(conda: bool, src) -> None:
+    """Environment of the workflow's jobs, which run `python -m reprogrid` (rules/common.smk).
+
+    Venv (default): this interpreter's bin directory first on PATH, so `python` is the one that runs
+    snakemake. Conda (`--sdm conda`): the rule's environment provides python and the pinned dependencies;
+    the code comes from the checkout's src/ on PYTHONPATH, so there is one copy of it."""
+    import os
+
+    if conda:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
+    else:
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

