@@ -184,3 +184,44 @@ def test_large_grid_expands_quickly(tmp_path):
     assert len(df) == 10 * 10 * 10 * 15
     assert df["generation_id"].nunique() == 1000
     assert to_tsv(df).count("\n") == len(df) + 1
+
+
+def test_include_adds_cells_beyond_the_product(tmp_path):
+    data = {**BASE, "exclude": [{"quantization": "q4_0", "context_length": 1024}],
+            "include": [
+                # an excluded cell asked back, e.g. one `reprogrid explain` named as missing
+                {"quantization": "q4_0", "context_length": 1024, "chat_template": True,
+                 "metric": "all_match", "split": "all"},
+                # a level outside the listed ones (model has one level: it may be left out)
+                {"quantization": "q8_0", "context_length": 512, "chat_template": False,
+                 "metric": "any_match", "split": "niah"},
+                # already in the product: not duplicated
+                {"quantization": "source", "context_length": 512, "chat_template": False,
+                 "metric": "all_match", "split": "all"},
+            ]}
+    cfg = load_config(cfg_file(tmp_path, data))
+    cells = expand(cfg)
+    assert len(cells) == 32 - 8 + 2
+    q8 = cells[cells["quantization"] == "q8_0"]
+    assert len(q8) == 1 and q8.iloc[0]["model"] == "m" and q8.iloc[0]["split"] == "niah"
+    back = cells[(cells["quantization"] == "q4_0") & (cells["context_length"] == 1024)]
+    assert len(back) == 1 and bool(back.iloc[0]["chat_template"]) is True
+    gens = generations(cfg)
+    assert {g["quantization"] for g in gens.values()} == {"source", "q4_0", "q8_0"}
+    assert cells["cell_id"].is_unique
+
+
+@pytest.mark.parametrize("cell,field,words", [
+    ({"quantization": "q4_0"}, "include[0]", "'context_length' has several levels"),
+    ({"temperature": 0.5, "quantization": "q4_0", "context_length": 512, "chat_template": True,
+      "metric": "all_match", "split": "all"}, "include[0]", "not a listed factor"),
+    ({"bogus": 1}, "include[0]", "not a factor"),
+    ({"quantization": "q3_k", "context_length": 512, "chat_template": True, "metric": "all_match",
+      "split": "all"}, "include[0].quantization", "is not one of"),
+    ({"quantization": "q4_0", "context_length": 256, "chat_template": True, "metric": "all_match",
+      "split": "all"}, "factors.context_length", "too short"),
+])
+def test_bad_include_names_the_field(tmp_path, cell, field, words):
+    with pytest.raises(UserError, match=words) as e:
+        load_config(cfg_file(tmp_path, {**BASE, "include": [cell]}))
+    assert field in str(e.value)

@@ -169,6 +169,39 @@ def test_missing_optional_inputs_are_noted_not_fatal(tmp_path):
     assert not (results / "report" / "figures" / "specdec.png").exists()
 
 
+def test_specdec_rows_are_per_pair_when_pairs_differ(tmp_path):
+    """Two drafter-verifier pairs: each (pair, task) gets its own row and interval, and each pair its own
+    disparity; the pooled disparity is labelled as mixing them."""
+    import pandas as pd
+
+    from reprogrid.specdec import disparity
+
+    cfg_path, results = make_results(tmp_path, with_claims=False, failed_cells=0, truncated=0)
+    d = results / "specdec"
+    a = pd.read_parquet(d / "specdec.parquet").assign(pair="pair-a")
+    b = a.assign(pair="pair-b", speedup_measured=a["speedup_measured"] * 3.0,
+                 prompt_id=a["prompt_id"] + "-b")
+    both = pd.concat([a, b], ignore_index=True)
+    both.to_parquet(d / "specdec.parquet", index=False)
+    dis = disparity(both, n_boot=200, seed=0)
+    dis["by_pair"] = {p: {"speedup": disparity(g, n_boot=200, seed=0)} for p, g in both.groupby("pair")}
+    (d / "disparity.json").write_text(json.dumps(dis))
+    assert main(["report", "--config", str(cfg_path), "--results", str(results), "--bootstrap", "0"]) == 0
+    md = (results / "report" / "summary.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| pair-")}
+    assert set(rows) == {f"pair-{p}: {t}" for p in "ab" for t in ("niah_single_1", "ruler_cwe", "ruler_vt")}
+    for t in ("niah_single_1", "ruler_cwe", "ruler_vt"):
+        sa = float(rows[f"pair-a: {t}"].split("|")[3].strip().rstrip("×"))
+        sb = float(rows[f"pair-b: {t}"].split("|")[3].strip().rstrip("×"))
+        assert sb == pytest.approx(3 * sa, rel=0.05)  # not pooled: each pair keeps its own speed-up
+        assert f"{3 * sa:.1f}" != f"{2 * sa:.1f}"
+    assert "These pooled figures mix the pairs; per pair:" in md
+    per_pair = [line for line in md.splitlines() if line.startswith("- pair-")]
+    assert len(per_pair) == 2 and all("max/min ratio" in line for line in per_pair)
+    html = _text((results / "report" / "index.html").read_text(encoding="utf-8"))
+    assert "pair-b: niah_single_1" in html and "per pair:" in html
+
+
 def test_errors_are_user_errors(tmp_path, capsys):
     cfg_path, results = make_results(tmp_path, with_claims=False, with_specdec=False)
     (results / "tables" / "cells.parquet").unlink()

@@ -178,10 +178,10 @@ def check_semantics(cfg: Config) -> None:
                             field=f"{where}: tokenizers.{slug}")
         if entry["source"] == "model" and entry["model"] not in models:
             raise UserError(f"'{entry['model']}' is not a key of models", field=f"{where}: tokenizers.{slug}.model")
-    for level in cfg.factors["model"]:
+    for level in all_levels(cfg, "model"):
         if level not in models:
             raise UserError(f"'{level}' is not a key of models ({', '.join(models)})", field=f"{where}: factors.model")
-    for level in cfg.factors["tokenizer"]:
+    for level in all_levels(cfg, "tokenizer"):
         if level != "model" and level not in cfg.tokenizers:
             raise UserError(f"'{level}' is neither 'model' nor a key of tokenizers", field=f"{where}: factors.tokenizer")
     ruler = cfg.ruler
@@ -194,7 +194,7 @@ def check_semantics(cfg: Config) -> None:
                 f"{', '.join(OFFLINE_TASKS)}", field=f"{where}: ruler.tasks")
     elif not Path(ruler["asset_dir"]).is_dir():
         raise UserError(f"'{ruler['asset_dir']}' is not a directory", field=f"{where}: ruler.asset_dir")
-    for length in cfg.factors["context_length"]:
+    for length in all_levels(cfg, "context_length"):
         for task in ruler["tasks"]:
             if length < MIN_LENGTH[task]:
                 raise UserError(
@@ -206,7 +206,7 @@ def check_semantics(cfg: Config) -> None:
         for k, v in rule.items():
             if k not in names:
                 raise UserError(f"unknown factor '{k}'", field=f"{where}: exclude[{i}]")
-            if v not in cfg.factors[k]:
+            if v not in all_levels(cfg, k):
                 raise UserError(f"{v!r} is not a level of {k}", field=f"{where}: exclude[{i}].{k}")
     claims = cfg.raw.get("claims", {})
     for f in claims.get("files", []):
@@ -274,8 +274,8 @@ def gpu_needs(cfg: Config) -> list[str]:
     from reprogrid.models import GPU_LEVELS
 
     needs = [f"models.{s}.device: cuda" for s, e in cfg.models.items()
-             if e.get("device") == "cuda" and s in cfg.factors["model"]]
-    needs += [f"quantization {q}" for q in cfg.factors["quantization"] if q in GPU_LEVELS]
+             if e.get("device") == "cuda" and s in all_levels(cfg, "model")]
+    needs += [f"quantization {q}" for q in all_levels(cfg, "quantization") if q in GPU_LEVELS]
     sd = cfg.raw.get("specdec") or {}
     for pair in sd.get("pairs", []):
         for role in ("verifier", "drafter"):
@@ -347,5 +347,35 @@ def load_config(path: str | Path) -> Config:
         factors[name] = list(raw["factors"].get(name, [f.default]))
     listed = [n for n in cat if n in raw["factors"]]
     cfg = Config(raw=raw, path=path, sha256=digest, factors=factors, listed=listed)
+    check_includes(cfg)
     check_semantics(cfg)
     return cfg
+
+
+def check_includes(cfg: Config) -> None:
+    """Each `include` cell names listed factors only, every multi-level one, with levels the schema allows."""
+    import jsonschema
+
+    props = schema()["properties"]["factors"]["properties"]
+    for i, cell in enumerate(cfg.raw.get("include", [])):
+        where = f"{cfg.path}: include[{i}]"
+        for name, level in cell.items():
+            if name not in cfg.listed:
+                hint = "list it under factors: to vary it" if name in props else "not a factor"
+                raise UserError(f"'{name}' is not a listed factor ({hint})", field=where)
+            errors = list(jsonschema.Draft202012Validator(props[name]).iter_errors([level]))
+            if errors:
+                raise UserError(_describe(errors[0]), field=f"{where}.{name}")
+        for name in cfg.listed:
+            if name not in cell and len(cfg.factors[name]) > 1:
+                raise UserError(f"'{name}' has several levels ({', '.join(map(str, cfg.factors[name]))}); "
+                                "say which one this cell takes", field=where)
+
+
+def all_levels(cfg: Config, name: str) -> list:
+    """The factor's listed levels plus any level only an `include` cell uses."""
+    levels = list(cfg.factors[name])
+    for cell in cfg.raw.get("include", []):
+        if name in cell and cell[name] not in levels:
+            levels.append(cell[name])
+    return levels

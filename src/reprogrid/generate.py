@@ -281,7 +281,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
                 "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
                 "backend": backend, "device": device,
                 "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
-                                                           "tokenizer_sha256", "quantization", "level")},
+                                                           "tokenizer_sha256", "quantization", "level", "checkpoint")},
                 "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
                 "ruler": {"tasks": tasks, "n_items": n_items}, **details,
             }

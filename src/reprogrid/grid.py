@@ -71,10 +71,19 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
     rules = cfg.raw.get("exclude", [])
     rows = []
     runs: dict[tuple, tuple[str, dict]] = {}
-    for combo in itertools.product(*(cfg.factors[name] for name in listed)):
-        levels = {**fixed, **dict(zip(listed, combo))}
-        if _excluded(levels, rules):
+    seen: set[tuple] = set()
+    single = {name: cfg.factors[name][0] for name in listed if len(cfg.factors[name]) == 1}
+    included = [{**fixed, **single, **cell} for cell in cfg.raw.get("include", [])]
+    product = ({**fixed, **dict(zip(listed, combo))}
+               for combo in itertools.product(*(cfg.factors[name] for name in listed)))
+    for extra, levels in itertools.chain(((False, lv) for lv in product), ((True, lv) for lv in included)):
+        if not extra and _excluded(levels, rules):
             continue
+        if included:  # an included cell the product already has is not added twice
+            key = tuple(levels[name] for name in listed)
+            if key in seen:
+                continue
+            seen.add(key)
         gen_key = tuple(levels[k] for k in generation_factors())
         if gen_key not in runs:
             params = generation_params(cfg, levels)

@@ -372,6 +372,12 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
         return prepare_checkpoint(slug, entry, quantization, out_dir, log=log)
     if quantization in BNB_LEVELS:  # pragma: no cover - prepared_key maps them to "source"
         raise UserError(f"'{quantization}' is applied at load time; prepare '{slug}' with quantization source")
+    if quantization == "source" and entry["source"] in {"hf", "local_dir"}:
+        src, where = _source_dir(slug, entry)
+        if (src / "config.json").is_file() and list(src.glob("*.safetensors")):
+            # the weights as the source has them: linked, never rewritten (a 14B in float32 would be 56 GB)
+            return _link_prepared(slug, entry, "source", src, where, json.loads((src / "config.json").read_text()),
+                                  {"method": "weights as the source provides them"}, out_dir, log=log)
     src_config = _source_config(entry)
     if src_config:
         memory_guard(slug, src_config, copies=2.0 if quantization in GGUF_LEVELS else 1.2)
@@ -394,12 +400,17 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
     log(f"[models] saving {out_dir}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    return _finish_prepared(tmp, out_dir, info)
+
+
+def _finish_prepared(tmp: Path, out_dir: Path, info: dict) -> dict:
+    """Checksums and provenance into the temporary directory, then swap it in (never half-written)."""
+    import shutil
+
     info["weights_sha256"] = weights_digest(tmp)
     info["tokenizer_sha256"] = sha256_file(tmp / "tokenizer.json") if (tmp / "tokenizer.json").exists() else None
     write_json(tmp / "reprogrid_model.json", info)
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return info
@@ -426,19 +437,25 @@ def _checkpoint_dir(slug: str, entry: dict, level: str) -> tuple[Path, dict]:
     return path, {"id": q["id"], "revision": q.get("revision")}
 
 
-def prepare_checkpoint(slug: str, entry: dict, level: str, out_dir: Path, log=print) -> dict:
-    """Prepared directory of an official pre-quantized checkpoint: its files linked (not copied, not
-    loaded: no GPU needed here), its quantization_config checked against the level, provenance written."""
+def _source_dir(slug: str, entry: dict) -> tuple[Path, dict]:
+    """Local directory of an hf / local_dir source (the HF cache snapshot for a hub id)."""
+    if entry["source"] == "local_dir":
+        return Path(entry["path"]), {"path": str(Path(entry["path"]).resolve())}
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(entry["id"], revision=entry.get("revision"), local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - any miss in the local cache means the same thing here
+        raise _hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+    return path, {"id": entry["id"], "revision": entry.get("revision")}
+
+
+def _link_prepared(slug: str, entry: dict, level: str, src: Path, where: dict, config: dict, quantization: dict,
+                   out_dir: Path, log=print) -> dict:
+    """A prepared directory whose weight and tokenizer files are symlinks to ``src`` (no copy, no load: no
+    GPU and no extra disk), with its own config.json (YaRN override applied) and provenance."""
     import shutil
 
-    src, where = _checkpoint_dir(slug, entry, level)
-    config = json.loads((src / "config.json").read_text())
-    want_method, want_bits = CHECKPOINT_LEVELS[level]
-    qc = config.get("quantization_config") or {}
-    method, bits = str(qc.get("quant_method", "")).lower(), qc.get("bits", qc.get("w_bit"))
-    if method != want_method or (bits is not None and int(bits) != want_bits):
-        raise UserError(f"the checkpoint at {src} is quant_method={method or 'none'} bits={bits}, not the "
-                        f"{want_method} {want_bits}-bit weights '{level}' means", field=f"models.{slug}.quantized.{level}")
     if entry.get("rope_scaling"):
         from types import SimpleNamespace
 
@@ -450,21 +467,31 @@ def prepare_checkpoint(slug: str, entry: dict, level: str, out_dir: Path, log=pr
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in sorted(src.iterdir()):
-        if f.is_file() and f.name != "config.json":
+        if f.is_file() and f.name not in {"config.json", "reprogrid_model.json"}:
             os.symlink(f.resolve(), tmp / f.name)
     write_json(tmp / "config.json", config)
     info = {"source": entry["source"], "checkpoint": where, "model": slug, "level": level,
             "prepared_key": prepared_key(slug, level), "rope_scaling": entry.get("rope_scaling"),
-            "quantization": {"method": f"official pre-quantized checkpoint ({method}, {bits}-bit)",
-                             "quantization_config": qc}}
-    info["weights_sha256"] = weights_digest(tmp)
-    info["tokenizer_sha256"] = sha256_file(tmp / "tokenizer.json") if (tmp / "tokenizer.json").exists() else None
-    write_json(tmp / "reprogrid_model.json", info)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+            "quantization": quantization, "files": "linked"}
+    _finish_prepared(tmp, out_dir, info)
     log(f"[models] {slug} {level}: linked {src} (weights sha256 {info['weights_sha256'][:12]})")
     return info
+
+
+def prepare_checkpoint(slug: str, entry: dict, level: str, out_dir: Path, log=print) -> dict:
+    """Prepared directory of an official pre-quantized checkpoint: its files linked, its
+    quantization_config checked against the level."""
+    src, where = _checkpoint_dir(slug, entry, level)
+    config = json.loads((src / "config.json").read_text())
+    want_method, want_bits = CHECKPOINT_LEVELS[level]
+    qc = config.get("quantization_config") or {}
+    method, bits = str(qc.get("quant_method", "")).lower(), qc.get("bits", qc.get("w_bit"))
+    if method != want_method or (bits is not None and int(bits) != want_bits):
+        raise UserError(f"the checkpoint at {src} is quant_method={method or 'none'} bits={bits}, not the "
+                        f"{want_method} {want_bits}-bit weights '{level}' means", field=f"models.{slug}.quantized.{level}")
+    return _link_prepared(slug, entry, level, src, where, config,
+                          {"method": f"official pre-quantized checkpoint ({method}, {bits}-bit)",
+                           "quantization_config": qc}, out_dir, log=log)
 
 
 def check_gpu_level(quantization: str, device: str, field: str = "factors.quantization") -> None:

@@ -777,44 +777,45 @@ class Report:
         if df is None:
             return out
         dis = self.inp.disparity or {}
-        groups = dis.get("groups") or {}
+        pairs = [str(p) for p in df["pair"].drop_duplicates()] if "pair" in df.columns else [None]
+        multi = len(pairs) > 1
+        by_pair = dis.get("by_pair") or {}
         rows = []
-        for task, g in df.groupby("task", sort=True):
-            gd = groups.get(str(task), {})
-            sp = Est(float(gd.get("mean", pd.to_numeric(g["speedup_measured"], errors="coerce").mean())),
-                     gd.get("ci_low"), gd.get("ci_high"), unit="\u00d7", scale=1.0)
-            rows.append({"task": str(task), "n": len(g), "speedup": sp,
-                         # the block-cost prediction E/(gamma c + r) when measured (CPU verification of a
-                         # gamma+1 block costs r single steps), else the textbook E/(gamma c + 1)
-                         "speedup_predicted": float(pd.to_numeric(
-                             g["speedup_predicted_block" if "speedup_predicted_block" in g.columns
-                               else "speedup_predicted"], errors="coerce").mean()),
-                         "alpha_empirical": float(pd.to_numeric(g["alpha_empirical"], errors="coerce").mean()),
-                         "alpha_analytic": float(pd.to_numeric(g["alpha_analytic"], errors="coerce").mean()),
-                         "tokens_per_step": float(pd.to_numeric(g["tokens_per_step"], errors="coerce").mean()),
-                         "expected_tokens_per_step": float(pd.to_numeric(g["expected_tokens_per_step"],
-                                                                         errors="coerce").mean()),
-                         "cross_entropy": float(pd.to_numeric(g.get("cross_entropy"), errors="coerce").mean())
-                         if "cross_entropy" in g.columns else float("nan")})
+        for pair in pairs:
+            sub = df if pair is None else df[df["pair"].astype(str) == pair]
+            # one pair: the pooled groups; several: each pair's own (pooling them would mix verifiers)
+            pdis = ((by_pair.get(pair) or {}).get("speedup") or {}) if multi else dis
+            groups = pdis.get("groups") or {}
+            for task, g in sub.groupby("task", sort=True):
+                gd = groups.get(str(task), {})
+                sp = Est(float(gd.get("mean", pd.to_numeric(g["speedup_measured"], errors="coerce").mean())),
+                         gd.get("ci_low"), gd.get("ci_high"), unit="\u00d7", scale=1.0)
+                rows.append({"pair": pair, "task": str(task), "label": f"{pair}: {task}" if multi else str(task),
+                             "n": len(g), "speedup": sp,
+                             # the block-cost prediction E/(gamma c + r) when measured (CPU verification of a
+                             # gamma+1 block costs r single steps), else the textbook E/(gamma c + 1)
+                             "speedup_predicted": float(pd.to_numeric(
+                                 g["speedup_predicted_block" if "speedup_predicted_block" in g.columns
+                                   else "speedup_predicted"], errors="coerce").mean()),
+                             "alpha_empirical": float(pd.to_numeric(g["alpha_empirical"], errors="coerce").mean()),
+                             "alpha_analytic": float(pd.to_numeric(g["alpha_analytic"], errors="coerce").mean()),
+                             "tokens_per_step": float(pd.to_numeric(g["tokens_per_step"], errors="coerce").mean()),
+                             "expected_tokens_per_step": float(pd.to_numeric(g["expected_tokens_per_step"],
+                                                                             errors="coerce").mean()),
+                             "cross_entropy": float(pd.to_numeric(g.get("cross_entropy"), errors="coerce").mean())
+                             if "cross_entropy" in g.columns else float("nan")})
         out["rows"] = rows
+        out["multi_pair"] = multi
         out["n_prompts"] = len(df)
         out["gamma"] = ", ".join(str(x) for x in sorted(df["gamma"].dropna().unique())) if "gamma" in df.columns else "?"
         out["decoding"] = (", ".join(sorted(map(str, df["decoding"].dropna().unique())))
                            if "decoding" in df.columns else "?")
         if dis:
-            r, rci = dis.get("max_min_ratio"), dis.get("max_min_ratio_ci") or [None, None]
-            cv, cvci = dis.get("cv"), dis.get("cv_ci") or [None, None]
-            dr = decimals_for(*rci, scale=1, default=2) if all(_finite(x) for x in rci) else 2
-            dc = decimals_for(*cvci, scale=1, default=2) if all(_finite(x) for x in cvci) else 2
-            out["disparity"] = {
-                "value": dis.get("value"), "max_group": dis.get("max_group"), "min_group": dis.get("min_group"),
-                "ratio": f"{r:.{dr}f}" if _finite(r) else "n/a",
-                "ratio_ci": f"{rci[0]:.{dr}f}\u2013{rci[1]:.{dr}f}" if all(_finite(x) for x in rci) else "",
-                "cv": f"{cv:.{dc}f}" if _finite(cv) else "n/a",
-                "cv_ci": f"{cvci[0]:.{dc}f}\u2013{cvci[1]:.{dc}f}" if all(_finite(x) for x in cvci) else "",
-                "ce_variance": f"{dis['ce_variance']:.4f}" if _finite(dis.get("ce_variance")) else None,
-                "ce_definition": dis.get("ce_variance_definition", ""), "n_boot": dis.get("n_boot"),
-            }
+            out["disparity"] = _format_disparity(dis)
+            if multi:
+                out["pair_disparity"] = [{"pair": p, **_format_disparity(
+                    {**((by_pair.get(p) or {}).get("speedup") or {}), "ce_variance": None})}
+                    for p in pairs if (by_pair.get(p) or {}).get("speedup")]
         return out
 
     # ---- caveats ---------------------------------------------------------------------------------
@@ -1282,13 +1283,30 @@ def _bar_label(ax, x: float, y: float, text: str) -> None:
         ax.text(x, y + 1, text, ha="center", va="bottom", fontsize=9)
 
 
+def _format_disparity(dis: dict) -> dict:
+    """A disparity.json entry (max/min ratio, CV, their intervals) as the report prints it."""
+    r, rci = dis.get("max_min_ratio"), dis.get("max_min_ratio_ci") or [None, None]
+    cv, cvci = dis.get("cv"), dis.get("cv_ci") or [None, None]
+    dr = decimals_for(*rci, scale=1, default=2) if all(_finite(x) for x in rci) else 2
+    dc = decimals_for(*cvci, scale=1, default=2) if all(_finite(x) for x in cvci) else 2
+    return {
+        "value": dis.get("value"), "max_group": dis.get("max_group"), "min_group": dis.get("min_group"),
+        "ratio": f"{r:.{dr}f}" if _finite(r) else "n/a",
+        "ratio_ci": f"{rci[0]:.{dr}f}\u2013{rci[1]:.{dr}f}" if all(_finite(x) for x in rci) else "",
+        "cv": f"{cv:.{dc}f}" if _finite(cv) else "n/a",
+        "cv_ci": f"{cvci[0]:.{dc}f}\u2013{cvci[1]:.{dc}f}" if all(_finite(x) for x in cvci) else "",
+        "ce_variance": f"{dis['ce_variance']:.4f}" if _finite(dis.get("ce_variance")) else None,
+        "ce_definition": dis.get("ce_variance_definition", ""), "n_boot": dis.get("n_boot"),
+    }
+
+
 def fig_specdec(sd: dict | None) -> Figure:
     _, plt = _mpl()
     name, title = "specdec", FIGURES["specdec"][0]
     if not sd or not sd.get("available"):
         return placeholder_figure(name, title, "specdec/specdec.parquet is missing: the study did not run")
     rows = sd["rows"]
-    tasks = [r["task"] for r in rows]
+    tasks = [r.get("label", r["task"]) for r in rows]
     x = np.arange(len(rows))
     with _style():
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
@@ -1317,7 +1335,7 @@ def fig_specdec(sd: dict | None) -> Figure:
         a2.set_title("Acceptance rate per task", loc="left", fontsize=10)
         a2.legend(fontsize=8, loc="upper center", ncol=2)
         alt = "Speculative decoding per task: " + "; ".join(
-            f"{r['task']} speed-up {r['speedup'].full}, alpha {r['alpha_empirical']:.2f}" for r in rows)
+            f"{r.get('label', r['task'])} speed-up {r['speedup'].full}, alpha {r['alpha_empirical']:.2f}" for r in rows)
         return _save(fig, name, title, alt)
 
 
@@ -1354,7 +1372,7 @@ def build_tables(rep: Report, attr: dict, me: pd.DataFrame, ctx: pd.DataFrame | 
             t["claims"] = pd.DataFrame([{k: (v.value if isinstance(v, Est) else v) for k, v in e.items()}
                                         for e in claims.get("explanations", [])])
     if sd is not None:
-        t["specdec"] = pd.DataFrame([{**{k: v for k, v in r.items() if k != "speedup"},
+        t["specdec"] = pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("speedup", "label")},
                                       "speedup_measured": r["speedup"].value,
                                       "speedup_ci_low": r["speedup"].lo if r["speedup"].has_ci else np.nan,
                                       "speedup_ci_high": r["speedup"].hi if r["speedup"].has_ci else np.nan}
