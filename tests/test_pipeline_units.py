@@ -227,6 +227,32 @@ def test_memory_guard_refuses_a_model_the_machine_cannot_hold(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_kv_cache_estimate_and_generation_guard(tiny_study, tmp_path):
+    """KV cache of Qwen2.5-7B (28 layers, 4 KV heads of 128) at 131072 tokens in bf16 is 7 GiB; a prepared
+    directory whose config says 72B is refused before loading, recorded as a failed generation with why."""
+    import shutil
+
+    from reprogrid.generate import run_model
+
+    q7 = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4}
+    assert models.kv_cache_bytes(q7, 131072, 1, 2) == 2 * 28 * 4 * 128 * 131072 * 2 == 7 * 2**30
+    cfg, prepared, docs = tiny_study
+    est = models.generation_guard("tiny", prepared, "float32", "source", 1024, 1)
+    assert est["kv_cache_gib"] < 0.01 and est["need_gib"] < 1
+    big = tmp_path / "tiny--source"
+    shutil.copytree(prepared, big, symlinks=True)
+    conf = json.loads((big / "config.json").read_text())
+    conf.update(hidden_size=8192, num_hidden_layers=80, intermediate_size=29568, num_attention_heads=64,
+                num_key_value_heads=8, vocab_size=152064)
+    (big / "config.json").write_text(json.dumps(conf))
+    out, manifest = tmp_path / "gen", tmp_path / "gen.manifest.json"
+    res = run_model(cfg, "tiny--source", big, docs, out, manifest, threads=1)
+    statuses = list(res["generations"].values())
+    assert statuses and all(s["status"] == "failed" for s in statuses)
+    assert all("KV cache" in s["reason"] and "lower context_length or batch_size" in s["reason"] for s in statuses)
+    assert not list(out.glob("*.parquet"))
+
+
 def test_a_failing_generation_is_recorded_and_the_rest_completes(tiny_study, tmp_path):
     """flash_attention_2 cannot load on this CPU machine: that run fails, the sdpa run completes."""
     from reprogrid.generate import run_model

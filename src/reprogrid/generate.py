@@ -255,6 +255,9 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
         try:
             if device == "cuda" and not torch.cuda.is_available():
                 raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
+            if backend != "vllm":  # vLLM sizes its own KV cache (gpu_memory_utilization) and says so
+                memory = models.generation_guard(gen["model"], prepared_dir, gen["dtype"], gen["quantization"],
+                                                 _max_length(gen, tasks), int(gen["batch_size"]), device)
             if _load_settings(gen) != loaded_key:
                 lm = tok = None
                 dtype, attn, quant = _load_settings(gen)
@@ -283,6 +286,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
                 "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
                                                            "tokenizer_sha256", "quantization", "level", "checkpoint")},
                 "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
+                "memory_estimate": memory if backend != "vllm" else None,
                 "ruler": {"tasks": tasks, "n_items": n_items}, **details,
             }
             write_parquet(records, out)

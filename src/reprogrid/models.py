@@ -349,6 +349,47 @@ def memory_guard(slug: str, config: dict, copies: float = 2.0, dtype_bytes: int 
                         "available; run it on a larger (GPU) machine", field=f"models.{slug}")
 
 
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def kv_cache_bytes(config: dict, tokens: int, batch: int = 1, dtype_bytes: int = 4) -> int:
+    """Keys and values of every layer for ``tokens`` positions (Qwen2/Llama shapes, grouped-query heads)."""
+    h, heads = int(config["hidden_size"]), int(config.get("num_attention_heads", 1))
+    kv = int(config.get("num_key_value_heads", heads))
+    head_dim = int(config.get("head_dim") or h // heads)
+    return 2 * int(config["num_hidden_layers"]) * kv * head_dim * int(tokens) * int(batch) * dtype_bytes
+
+
+def generation_guard(slug: str, prepared_dir: Path, dtype: str, quantization: str, max_length: int, batch: int,
+                     device: str = "cpu") -> dict:
+    """Refuse a generation whose weights plus KV cache at ``max_length`` cannot fit, before loading anything
+    (a 7B at 128K tokens needs 7.5 GiB of KV cache in bf16 on top of its weights). Returns the estimate."""
+    import psutil
+
+    config = json.loads((Path(prepared_dir) / "config.json").read_text())
+    nbytes = DTYPE_BYTES.get(dtype, 4)
+    if quantization in CHECKPOINT_LEVELS:  # the quantized files are what gets loaded
+        weights = sum(f.stat().st_size for f in Path(prepared_dir).glob("*.safetensors"))
+    else:
+        weights = estimate_params(config) * {"bnb_4bit": 0.5, "bnb_8bit": 1.0}.get(quantization, nbytes)
+    kv = kv_cache_bytes(config, max_length, batch, nbytes)
+    need = (1.1 * weights + kv) / 2**30
+    if device == "cuda":
+        import torch
+
+        have, what = torch.cuda.mem_get_info()[1] / 2**30, "of GPU memory"
+    else:
+        have, what = psutil.virtual_memory().available / 2**30, "available"
+    estimate = {"weights_gib": round(weights / 2**30, 2), "kv_cache_gib": round(kv / 2**30, 2),
+                "need_gib": round(need, 2)}  # what this machine had is not recorded: outputs stay reproducible
+    if need > have:
+        raise UserError(f"model '{slug}' at {max_length} tokens x batch {batch} needs about {need:.1f} GiB "
+                        f"({weights / 2**30:.1f} weights + {kv / 2**30:.1f} KV cache, {dtype}), this machine has "
+                        f"{have:.1f} GiB {what}; lower context_length or batch_size, or use a larger machine",
+                        field=f"models.{slug}")
+    return estimate
+
+
 def _source_config(entry: dict) -> dict | None:
     if entry["source"] == "local_dir":
         path = Path(entry["path"], "config.json")
