@@ -806,6 +806,8 @@ class Report:
                              if "cross_entropy" in g.columns else float("nan")})
         out["rows"] = rows
         out["multi_pair"] = multi
+        out["predicted_formula"] = ("E/(\u03b3c+r)" if "speedup_predicted_block" in df.columns
+                                    else "E/(\u03b3c+1)")
         out["n_prompts"] = len(df)
         out["gamma"] = ", ".join(str(x) for x in sorted(df["gamma"].dropna().unique())) if "gamma" in df.columns else "?"
         out["decoding"] = (", ".join(sorted(map(str, df["decoding"].dropna().unique())))
@@ -1317,9 +1319,11 @@ def fig_specdec(sd: dict | None) -> Figure:
         ok = np.isfinite(lo)
         a1.errorbar(x[ok] - 0.18, m[ok], yerr=[m[ok] - lo[ok], hi[ok] - m[ok]], fmt="none", ecolor=BLACK, capsize=4)
         a1.bar(x + 0.18, [r["speedup_predicted"] for r in rows], width=0.36, color=ORANGE,
-               label="predicted E/(\u03b3c+1)")
+               label="predicted " + sd.get("predicted_formula", "E/(\u03b3c+1)"))
         a1.axhline(1, color="#444444", linewidth=0.8, linestyle="--")
-        a1.set_xticks(x, tasks, rotation=15)
+        tick = ({"rotation": 30, "ha": "right", "rotation_mode": "anchor", "fontsize": 7} if sd.get("multi_pair")
+                else {"rotation": 15})
+        a1.set_xticks(x, tasks, **tick)
         a1.set_ylabel("speed-up over the verifier alone (\u00d7)")
         a1.set_title("Speed-up per task (95% bootstrap intervals)", loc="left", fontsize=10)
         a1.legend(fontsize=8, loc="upper center", ncol=2)
@@ -1330,7 +1334,7 @@ def fig_specdec(sd: dict | None) -> Figure:
                label="analytic \u03a3 min(p, q)")
         a2.set_ylim(0, 1.15)
         a2.set_yticks(np.linspace(0, 1, 6))
-        a2.set_xticks(x, tasks, rotation=15)
+        a2.set_xticks(x, tasks, **tick)
         a2.set_ylabel("acceptance rate \u03b1 (fraction of draft tokens)")
         a2.set_title("Acceptance rate per task", loc="left", fontsize=10)
         a2.legend(fontsize=8, loc="upper center", ncol=2)
