@@ -245,6 +245,10 @@ def test_kv_cache_estimate_and_generation_guard(tiny_study, tmp_path):
     conf.update(hidden_size=8192, num_hidden_layers=80, intermediate_size=29568, num_attention_heads=64,
                 num_key_value_heads=8, vocab_size=152064)
     (big / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(UserError, match="KV cache"):
+        models.generation_guard("tiny", big, "float32", "source", 1024, 1)
+    # memory the process already holds for a loaded model it reuses counts as free
+    assert models.generation_guard("tiny", big, "float32", "source", 1024, 1, held_gib=10_000)["weights_gib"] > 200
     out, manifest = tmp_path / "gen", tmp_path / "gen.manifest.json"
     res = run_model(cfg, "tiny--source", big, docs, out, manifest, threads=1)
     statuses = list(res["generations"].values())

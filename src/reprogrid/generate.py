@@ -241,7 +241,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict] = {}
     gens.sort(key=lambda g: (_load_settings(g), g["generation_id"]))
-    loaded_key, lm, tok = None, None, None
+    loaded_key, lm, tok, held_gib = None, None, None, 0.0
     for i, gen in enumerate(gens, 1):
         gid = gen["generation_id"]
         out, meta = out_dir / f"{gid}.parquet", out_dir / f"{gid}.json"
@@ -257,7 +257,8 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
                 raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
             if backend != "vllm":  # vLLM sizes its own KV cache (gpu_memory_utilization) and says so
                 memory = models.generation_guard(gen["model"], prepared_dir, gen["dtype"], gen["quantization"],
-                                                 _max_length(gen, tasks), int(gen["batch_size"]), device)
+                                                 _max_length(gen, tasks), int(gen["batch_size"]), device,
+                                                 held_gib=held_gib)
             if _load_settings(gen) != loaded_key:
                 lm = tok = None
                 dtype, attn, quant = _load_settings(gen)
@@ -273,6 +274,7 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
                     from lm_eval.models.huggingface import HFLM
 
                     lm = HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1)
+                    held_gib = memory["weights_gib"] if device == "cpu" else 0.0  # (GPU: total memory is compared)
                 loaded_key = _load_settings(gen)
             log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
                 f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")

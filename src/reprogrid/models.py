@@ -361,9 +361,11 @@ def kv_cache_bytes(config: dict, tokens: int, batch: int = 1, dtype_bytes: int =
 
 
 def generation_guard(slug: str, prepared_dir: Path, dtype: str, quantization: str, max_length: int, batch: int,
-                     device: str = "cpu") -> dict:
+                     device: str = "cpu", held_gib: float = 0.0) -> dict:
     """Refuse a generation whose weights plus KV cache at ``max_length`` cannot fit, before loading anything
-    (a 7B at 128K tokens needs 7.5 GiB of KV cache in bf16 on top of its weights). Returns the estimate."""
+    (a 7B at 128K tokens needs 7 GiB of KV cache in bf16 on top of its weights). ``held_gib``: memory this
+    process already holds for a loaded model that this generation reuses or replaces (it counts as free).
+    Returns the estimate."""
     import psutil
 
     config = json.loads((Path(prepared_dir) / "config.json").read_text())
@@ -379,7 +381,7 @@ def generation_guard(slug: str, prepared_dir: Path, dtype: str, quantization: st
 
         have, what = torch.cuda.mem_get_info()[1] / 2**30, "of GPU memory"
     else:
-        have, what = psutil.virtual_memory().available / 2**30, "available"
+        have, what = psutil.virtual_memory().available / 2**30 + held_gib, "available"
     estimate = {"weights_gib": round(weights / 2**30, 2), "kv_cache_gib": round(kv / 2**30, 2),
                 "need_gib": round(need, 2)}  # what this machine had is not recorded: outputs stay reproducible
     if need > have:
