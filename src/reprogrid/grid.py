@@ -101,14 +101,24 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
     return df, {gid: {**params, "generation_id": gid} for gid, params in runs.values()}
 
 
+def _expanded(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The expansion of this config, computed once per loaded config (validation, the Snakefile and the
+    stages all ask for it)."""
+    cached = getattr(cfg, "_expansion", None)
+    if cached is None:
+        cached = _expand(cfg)
+        object.__setattr__(cfg, "_expansion", cached)
+    return cached
+
+
 def expand(cfg: Config) -> pd.DataFrame:
     """The cell table: cell_id, every listed factor, generation_id (and the prepared model key)."""
-    return _expand(cfg)[0]
+    return _expanded(cfg)[0].copy()
 
 
 def generations(cfg: Config) -> dict[str, dict]:
     """generation_id -> every generation setting of that run, the sizing tokenizer and prepared key."""
-    return _expand(cfg)[1]
+    return {gid: dict(g) for gid, g in _expanded(cfg)[1].items()}
 
 
 def to_tsv(df: pd.DataFrame) -> str:
