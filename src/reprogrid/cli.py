@@ -26,15 +26,6 @@ COMMANDS = {
 }
 
 
-def ensure_on_path() -> None:
-    """Put this interpreter's bin directory on PATH when the `reprogrid` command is not found there."""
-    import os
-    import shutil
-
-    if shutil.which("reprogrid") is None:
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-
-
 def job_environment(conda: bool, src) -> None:
     """Environment of the workflow's jobs, which run `python -m reprogrid` (rules/common.smk).
 

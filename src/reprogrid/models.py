@@ -466,18 +466,9 @@ def _checkpoint_dir(slug: str, entry: dict, level: str) -> tuple[Path, dict]:
     if not q:
         raise UserError(f"no checkpoint named for '{level}': set {{id, revision}} of the official one "
                         "(e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4) or {path}", field=field)
-    if "path" in q:
-        path = Path(q["path"])
-        if not (path / "config.json").is_file():
-            raise UserError(f"'{path}' is not a transformers model directory (no config.json)", field=f"{field}.path")
-        return path, {"path": str(path.resolve())}
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = Path(snapshot_download(q["id"], revision=q.get("revision"), local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - any miss in the local cache means the same thing here
-        raise _hub_offline_message(q["id"], q.get("revision"), exc) from None
-    return path, {"id": q["id"], "revision": q.get("revision")}
+    if "path" in q and not (Path(q["path"]) / "config.json").is_file():
+        raise UserError(f"'{q['path']}' is not a transformers model directory (no config.json)", field=f"{field}.path")
+    return _source_dir(slug, {"source": "local_dir" if "path" in q else "hf", **q})
 
 
 def _source_dir(slug: str, entry: dict) -> tuple[Path, dict]:
