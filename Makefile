@@ -30,8 +30,8 @@ dryrun: setup
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-fast: setup  ## unit tests only (no real model, no SLURM)
-	$(PY) -m pytest -q -m "not workflow and not slurm"
+test-fast: setup  ## unit tests only: no real or tiny model, no lm-eval run, no Chromium, no SLURM (< 2 min)
+	$(PY) -m pytest -q -m "not workflow and not slurm and not model and not browser and not gpu"
 
 lint: setup
 	$(VENV)/bin/snakemake --lint

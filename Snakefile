@@ -1,6 +1,8 @@
 # reprogrid: a grid of RULER evaluation-protocol factors on real models, attributed and reported.
 # Run: snakemake --cores 2            (default study: configs/config.yaml)
 #      snakemake --cores 2 --configfile configs/studies/<study>.yaml
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -22,5 +24,5 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        final_outputs(),
+        W.final_outputs(),
     default_target: True

@@ -71,9 +71,9 @@ def write_config(directory: Path, grid: str) -> Path:
 
 def grid_size(config: Path) -> tuple[int, int]:
     from reprogrid import grid
-    from reprogrid.config import load_config
+    from reprogrid.study import load_study
 
-    cfg = load_config(config)
+    cfg = load_study(config)
     return len(grid.expand(cfg)), len(grid.generations(cfg))
 
 

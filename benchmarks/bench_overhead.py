@@ -77,10 +77,10 @@ def wrap(mod, name, label=None):
         finally:
             T[label or name] = T.get(label or name, 0) + time.perf_counter() - t
     setattr(mod, name, w)
-import reprogrid.cli, reprogrid.config, reprogrid.grid, reprogrid.models, reprogrid.generate as g, reprogrid.io
+import reprogrid.cli, reprogrid.study, reprogrid.grid, reprogrid.models, reprogrid.generate as g, reprogrid.io
 T["import reprogrid"] = time.perf_counter() - T0
 t = time.perf_counter(); import torch, lm_eval, lm_eval.models.huggingface; T["import torch+lm_eval"] = time.perf_counter() - t
-wrap(reprogrid.config, "load_config"); g_load = None
+wrap(reprogrid.study, "load_study"); g_load = None
 wrap(reprogrid.grid, "generations")
 wrap(reprogrid.models, "load_prepared")
 wrap(lm_eval.models.huggingface.HFLM, "__init__", "HFLM.__init__")

@@ -1,23 +1,21 @@
 # Attribution: variance shares of the per-sample score over the factors that vary, bootstrap over items.
 
-VARYING = [f for f in CFG.listed if CELLS[f].nunique() > 1] or list(CFG.listed)  # --allow-degenerate copes
-
 
 rule attribute:
     input:
-        samples=f"{R}/tables/samples.parquet",
+        samples=L.samples,
     output:
-        shares=f"{R}/attribution/variance_shares.csv",
-        details=f"{R}/attribution/variance_shares.json",
+        shares=L.shares,
+        details=L.shares_json,
     log:
-        f"{R}/logs/attribute.log",
+        L.log("attribute"),
     benchmark:
-        f"{R}/benchmarks/attribute.tsv"
+        L.benchmark("attribute")
     params:
-        factors=",".join(VARYING),
-        bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
-        seed=CFG.seed,
-        out=lambda wc, output: os.path.dirname(output[0]),
+        factors=",".join(W.varying),
+        bootstrap=W.bootstrap,
+        seed=W.cfg.seed,
+        out=lambda wc, output: os.path.dirname(output.shares),
     conda:
         ENV_ANALYSIS
     shell:

@@ -1,17 +1,15 @@
 # Published claims: consistency checks (no model) and the mapping of claims onto the grid's cells.
 
-CLAIM_FILES = CFG.raw.get("claims", {}).get("files", [])
-CLAIM_PAIR = ",".join(CFG.raw["claims"][k] for k in ("low", "high")) if all(
-    k in CFG.raw.get("claims", {}) for k in ("low", "high")) else ""
-
 
 rule claims_check:
     input:
-        CLAIM_FILES,
+        W.claim_files,
     output:
-        f"{R}/claims/findings.txt",
+        L.findings,
     log:
-        f"{R}/logs/claims_check.log",
+        L.log("claims_check"),
+    benchmark:
+        L.benchmark("claims_check")
     # exit 1 means "findings were written", which is a result, not a failure
     conda:
         ENV_ANALYSIS
@@ -21,19 +19,21 @@ rule claims_check:
 
 rule claims_map:
     input:
-        files=CLAIM_FILES,
-        cells=f"{R}/tables/cells.parquet",
-        samples=f"{R}/tables/samples.parquet",
-        shares=f"{R}/attribution/variance_shares.csv",
+        files=W.claim_files,
+        cells=L.cells,
+        samples=L.samples,
+        shares=L.shares,
     output:
-        cells=f"{R}/claims/claim_cells.csv",
-        verdicts=f"{R}/claims/verdicts.json",
+        cells=L.claim_cells,
+        verdicts=L.verdicts,
     log:
-        f"{R}/logs/claims_map.log",
+        L.log("claims_map"),
+    benchmark:
+        L.benchmark("claims_map")
     params:
-        pair=f"--pair {CLAIM_PAIR}" if CLAIM_PAIR else "",
-        seed=CFG.seed,
-        out=lambda wc, output: os.path.dirname(output[0]),
+        pair=f"--pair {W.claim_pair}" if W.claim_pair else "",
+        seed=W.cfg.seed,
+        out=lambda wc, output: os.path.dirname(output.verdicts),
     conda:
         ENV_ANALYSIS
     shell:

@@ -1,24 +1,26 @@
 # Generation: one job per prepared model; every generation_id of that model runs in it (weights loaded
-# once per load setting). Finished generations are kept across interruptions (see reprogrid.generate).
+# once per load setting). Finished generations are kept across interruptions and config edits (see
+# reprogrid.generate); the job's `generations` parameter makes it re-run when its set of ids changes.
 
 
 rule generate:
     input:
-        unpack(generate_inputs),
+        unpack(lambda wc: W.generate_inputs(wc.pkey)),
     output:
-        manifest=f"{R}/generations/{{pkey}}.manifest.json",
+        manifest=L.generation_manifest(),
     log:
-        f"{R}/logs/generate/{{pkey}}.log",
+        L.log("generate", "{pkey}"),
     benchmark:
-        f"{R}/benchmarks/generate/{{pkey}}.tsv"
+        L.benchmark("generate", "{pkey}")
     params:
         config=CONFIG_PATH,
-        out=lambda wc: f"{R}/generations/{wc.pkey}",
-        docs=f"{R}/ruler",
+        out=lambda wc: L.generation_dir(wc.pkey),
+        docs=L.docs_root,
+        generations=lambda wc: W.generation_ids(wc.pkey),
     threads: THREADS
     resources:
         mem_mb=8000,
-        gpu=lambda wc: int(prepared_model_entry(wc.pkey).get("device") == "cuda"),
+        gpu=lambda wc: W.needs_gpu(wc.pkey),
     conda:
         ENV_MODEL
     shell:

@@ -3,9 +3,11 @@
 
 rule embedded_weights:
     output:
-        f"{R}/cache/gguf/{{file}}.gguf",
+        L.gguf_cache("{file}.gguf"),
     log:
-        f"{R}/logs/embedded_weights/{{file}}.log",
+        L.log("embedded_weights", "{file}"),
+    benchmark:
+        L.benchmark("embedded_weights", "{file}")
     conda:
         ENV_MODEL
     shell:
@@ -14,17 +16,18 @@ rule embedded_weights:
 
 rule prepare_model:
     input:
-        lambda wc: embedded_gguf(wc.pkey.split("--")[0]),
+        lambda wc: W.embedded_gguf(wc.pkey.split("--")[0]),
     output:
-        directory(f"{R}/models/{{pkey}}"),
+        directory(L.prepared_model()),
     log:
-        f"{R}/logs/prepare_model/{{pkey}}.log",
+        L.log("prepare_model", "{pkey}"),
     benchmark:
-        f"{R}/benchmarks/prepare_model/{{pkey}}.tsv"
+        L.benchmark("prepare_model", "{pkey}")
     params:
         config=CONFIG_PATH,
         model=lambda wc: wc.pkey.split("--")[0],
         quant=lambda wc: wc.pkey.split("--")[1],
+        entry=lambda wc: W.entry_hash(wc.pkey),
     threads: THREADS
     resources:
         mem_mb=8000,
@@ -37,11 +40,13 @@ rule prepare_model:
 
 rule tokenizer:
     input:
-        lambda wc: embedded_gguf(wc.tok),
+        lambda wc: W.embedded_gguf(wc.tok),
     output:
-        directory(f"{R}/tokenizers/{{tok}}"),
+        directory(L.tokenizer()),
     log:
-        f"{R}/logs/tokenizer/{{tok}}.log",
+        L.log("tokenizer", "{tok}"),
+    benchmark:
+        L.benchmark("tokenizer", "{tok}")
     params:
         config=CONFIG_PATH,
     conda:

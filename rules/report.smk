@@ -3,33 +3,28 @@
 # Claims and speculative decoding outputs are inputs only when the config asks for those studies.
 from reprogrid.report import FIGURES as REPORT_FIGURES, TABLES as REPORT_TABLES, expected_outputs
 
-REPORT_FIGS, REPORT_TABS = expected_outputs(CFG)
-CAPTIONS = "../src/reprogrid/templates"
+REPORT_FIGS, REPORT_TABS = expected_outputs(W.cfg)
 
 
 rule report:
     input:
-        unpack(report_optional_inputs),
-        cells=f"{R}/tables/cells.parquet",
-        samples=f"{R}/tables/samples.parquet",
-        shares=f"{R}/attribution/variance_shares.csv",
-        details=f"{R}/attribution/variance_shares.json",
-        grid=f"{R}/grid/cells.tsv",
-        manifests=expand(f"{R}/generations/{{pkey}}.manifest.json", pkey=PREPARED),
+        **W.report_inputs(),
+        benchmarks=[L.benchmark("generate", p) for p in W.prepared] + [L.benchmark("prepare_model", p) for p in W.prepared],
     output:
-        md=report_item(f"{R}/report/summary.md", "report.rst", "0. Report", "summary (Markdown)", "text"),
-        html=report_item(f"{R}/report/index.html", "report.rst", "0. Report", "report (HTML)", "page"),
-        **{f"figure_{n}": report_item(f"{R}/report/figures/{n}.png", REPORT_FIGURES[n][1], REPORT_FIGURES[n][2],
+        md=report_item(L.report_md, "report.rst", "0. Report", "summary (Markdown)", "text"),
+        html=report_item(L.report_html, "report.rst", "0. Report", "report (HTML)", "page"),
+        **{f"figure_{n}": report_item(L.report_figure(n), REPORT_FIGURES[n][1], REPORT_FIGURES[n][2],
                                       REPORT_FIGURES[n][0], "figure") for n in REPORT_FIGS},
-        **{f"table_{n}": report_item(f"{R}/report/tables/{n}.csv", REPORT_TABLES[n][1], REPORT_TABLES[n][2],
+        **{f"table_{n}": report_item(L.report_table(n), REPORT_TABLES[n][1], REPORT_TABLES[n][2],
                                      REPORT_TABLES[n][0], "table") for n in REPORT_TABS},
     log:
-        f"{R}/logs/report.log",
+        L.log("report"),
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        L.benchmark("report")
     params:
         config=CONFIG_PATH,
-        results=lambda wc, output: str(Path(output.md).parent.parent),
+        results=lambda wc, output: os.path.dirname(os.path.dirname(output.md)),
+        study=W.content_hash,
     conda:
         ENV_ANALYSIS
     shell:

@@ -3,13 +3,15 @@
 
 rule ruler_data:
     input:
-        tokenizer=f"{R}/tokenizers/{{tok}}",
+        tokenizer=L.tokenizer(),
     output:
-        f"{R}/ruler/{{task}}/L{{length}}/{{tok}}/seed{{seed}}.parquet",
+        L.docs(),
     log:
-        f"{R}/logs/ruler_data/{{task}}-L{{length}}-{{tok}}-seed{{seed}}.log",
+        L.log("ruler_data", "{task}-L{length}-{tok}-seed{seed}"),
+    benchmark:
+        L.benchmark("ruler_data", "{task}-L{length}-{tok}-seed{seed}")
     params:
-        assets=f"--asset-dir {CFG.ruler['asset_dir']}" if CFG.ruler["asset_dir"] else "",
+        assets=f"--asset-dir {W.cfg.ruler['asset_dir']}" if W.cfg.ruler["asset_dir"] else "",
     conda:
         ENV_MODEL
     shell:

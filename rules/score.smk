@@ -1,13 +1,18 @@
-# Scoring: metric, scale, aggregation and split applied per cell to stored generations (no model).
+# The grid, and scoring: metric, scale, aggregation and split applied per cell to stored generations
+# (no model). The grid rule's `cells` parameter is the hash of the cell table: any edit that changes the
+# grid re-runs it, and through its output everything downstream; nothing else does.
 
 
 rule grid:
     output:
-        f"{R}/grid/cells.tsv",
+        L.grid,
     log:
-        f"{R}/logs/grid.log",
+        L.log("grid"),
+    benchmark:
+        L.benchmark("grid")
     params:
         config=CONFIG_PATH,
+        cells=W.grid_hash,
     conda:
         ENV_ANALYSIS
     shell:
@@ -16,17 +21,20 @@ rule grid:
 
 rule score:
     input:
-        grid=f"{R}/grid/cells.tsv",
-        manifests=expand(f"{R}/generations/{{pkey}}.manifest.json", pkey=PREPARED),
+        grid=L.grid,
+        manifests=W.manifests,
     output:
-        samples=f"{R}/tables/samples.parquet",
-        cells=f"{R}/tables/cells.parquet",
+        samples=L.samples,
+        cells=L.cells,
+        provenance=L.tables_provenance,
     log:
-        f"{R}/logs/score.log",
+        L.log("score"),
+    benchmark:
+        L.benchmark("score")
     params:
         config=CONFIG_PATH,
     conda:
         ENV_ANALYSIS
     shell:
         "python -m reprogrid score --config {params.config} --manifests {input.manifests} "
-        "--samples {output.samples} --cells {output.cells} > {log} 2>&1"
+        "--samples {output.samples} --cells {output.cells} --provenance {output.provenance} > {log} 2>&1"

@@ -3,28 +3,31 @@
 # models (rule prepare_model) and measures every configured prompt with the verifier alone and with the drafter.
 # Wall-clock speed-ups are only comparable when nothing else runs beside a cell: give the study
 # `resources.threads` equal to the cores you pass to snakemake (then cells run one at a time, alone).
+import re
+
 wildcard_constraints:
-    sdcell="|".join(re.escape(c) for c in SPECDEC_CELLS),
+    sdcell="|".join(re.escape(c) for c in W.specdec_cells) or "__none__",
 
 
 rule specdec_run:
     input:
-        unpack(specdec_models),
+        unpack(lambda wc: W.specdec_models(wc.sdcell)),
     output:
-        table=f"{SD}/cells/{{sdcell}}.parquet",
-        steps=f"{SD}/cells/{{sdcell}}.steps.parquet",
-        meta=f"{SD}/cells/{{sdcell}}.json",
+        table=L.specdec_cell(kind="table"),
+        steps=L.specdec_cell(kind="steps"),
+        meta=L.specdec_cell(kind="meta"),
     log:
-        f"{R}/logs/specdec_run/{{sdcell}}.log",
+        L.log("specdec_run", "{sdcell}"),
     benchmark:
-        f"{R}/benchmarks/specdec_run/{{sdcell}}.tsv"
+        L.benchmark("specdec_run", "{sdcell}")
     params:
         config=CONFIG_PATH,
         out=lambda wc, output: os.path.dirname(output.table),
+        settings=W.section_hash("specdec"),
     threads: THREADS
     resources:
         mem_mb=16000,
-        gpu=specdec_gpu,
+        gpu=lambda wc: W.specdec_gpu(wc.sdcell),
     conda:
         ENV_MODEL
     shell:
@@ -34,17 +37,17 @@ rule specdec_run:
 
 rule specdec_summarize:
     input:
-        tables=expand(f"{SD}/cells/{{sdcell}}.parquet", sdcell=SPECDEC_CELLS),
-        steps=expand(f"{SD}/cells/{{sdcell}}.steps.parquet", sdcell=SPECDEC_CELLS),
-        metas=expand(f"{SD}/cells/{{sdcell}}.json", sdcell=SPECDEC_CELLS),
+        tables=[L.specdec_cell(c, "table") for c in W.specdec_cells],
+        steps=[L.specdec_cell(c, "steps") for c in W.specdec_cells],
+        metas=[L.specdec_cell(c, "meta") for c in W.specdec_cells],
     output:
-        table=f"{SD}/specdec.parquet",
-        steps=f"{SD}/specdec_steps.parquet",
-        disparity=f"{SD}/disparity.json",
+        table=L.specdec_table,
+        steps=L.specdec_steps,
+        disparity=L.specdec_disparity,
     log:
-        f"{R}/logs/specdec_summarize.log",
+        L.log("specdec_summarize"),
     benchmark:
-        f"{R}/benchmarks/specdec_summarize.tsv"
+        L.benchmark("specdec_summarize")
     params:
         config=CONFIG_PATH,
         out=lambda wc, output: os.path.dirname(output.table),
@@ -56,19 +59,19 @@ rule specdec_summarize:
 
 rule specdec_attribute:
     input:
-        table=f"{SD}/specdec.parquet",
+        table=L.specdec_table,
     output:
-        speedup=f"{SD}/attribution_speedup.csv",
-        speedup_json=f"{SD}/attribution_speedup.json",
-        acceptance=f"{SD}/attribution_acceptance.csv",
-        acceptance_json=f"{SD}/attribution_acceptance.json",
+        speedup=L.specdec_attribution("speedup"),
+        speedup_json=L.specdec_attribution("speedup", "json"),
+        acceptance=L.specdec_attribution("acceptance"),
+        acceptance_json=L.specdec_attribution("acceptance", "json"),
     log:
-        f"{R}/logs/specdec_attribute.log",
+        L.log("specdec_attribute"),
     benchmark:
-        f"{R}/benchmarks/specdec_attribute.tsv"
+        L.benchmark("specdec_attribute")
     params:
-        bootstrap=CFG.raw.get("attribution", {}).get("bootstrap", 200),
-        seed=CFG.seed,
+        bootstrap=W.bootstrap,
+        seed=W.cfg.seed,
         out=lambda wc, output: os.path.dirname(output.speedup),
     conda:
         ENV_ANALYSIS

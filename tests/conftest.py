@@ -19,6 +19,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Fixtures that bring a real model file or build a model: a test that uses one is in the `model` tier.
+MODEL_FIXTURES = {"embedded_gguf", "qwen_tokenizer_dir", "tiny_model_dir", "tiny_pair", "chromium"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: `model` (a real or tiny model, lm-eval, torch generation), `browser` (Chromium), `slurm`,
+    `workflow` (snakemake end to end). `make test-fast` deselects all four."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "chromium" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        if fixtures & MODEL_FIXTURES - {"chromium"}:
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session")
 def embedded_gguf(tmp_path_factory) -> Path:
     """The real Qwen2.5-Coder-0.5B-Instruct GGUF joined from its wheels and sha256-verified."""

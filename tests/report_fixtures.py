@@ -289,7 +289,8 @@ def make_results(root, *, with_claims: bool = True, with_specdec: bool = True, f
     Returns ``(config_path, results_dir)``.
     """
     from reprogrid import grid
-    from reprogrid.config import factor_catalogue, load_config
+    from reprogrid.catalogue import factor_catalogue
+    from reprogrid.study import load_study
     from reprogrid.io import write_parquet, write_text
     from reprogrid.scoring import score
 
@@ -300,7 +301,7 @@ def make_results(root, *, with_claims: bool = True, with_specdec: bool = True, f
         (root / "claims.yaml").write_text(yaml.safe_dump(_claims_yaml(), sort_keys=False))
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(_config(root, results, with_claims, with_specdec), sort_keys=False))
-    cfg = load_config(config_path)
+    cfg = load_study(config_path)
 
     cells = grid.expand(cfg)
     gens = grid.generations(cfg)

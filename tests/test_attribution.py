@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reprogrid.attribution import COLUMNS, attribute, read_table, varying_factors
+from reprogrid.attribution import COLUMNS, attribute, varying_factors
+from reprogrid.io import read_table
 from reprogrid.cli import main as cli_main
 from reprogrid.errors import UserError
 
@@ -408,8 +409,8 @@ def test_cli_binomial(tmp_path):
         ({"--response": "label"}, "numeric"),
         ({"--family": "poisson"}, "unknown family"),
         ({"input": "corrupt.parquet"}, "cannot read"),
-        ({"input": "absent.csv"}, "no such file"),
-        ({"input": "table.txt"}, "expected a .parquet or .csv"),
+        ({"input": "absent.csv"}, "file not found"),
+        ({"input": "table.txt"}, "expected .parquet, .csv or .tsv"),
         ({"--factors": "A,,B"}, "comma-separated"),
         ({"--bootstrap": "many"}, "whole number"),
     ],

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from reprogrid.config import factor_catalogue, generation_factors, load_config, scoring_factors
+from reprogrid.catalogue import factor_catalogue, generation_factors, scoring_factors
+from reprogrid.study import load_study
 from reprogrid.errors import UserError
 from reprogrid.grid import expand, generations, to_tsv
 
@@ -44,12 +45,12 @@ def test_catalogue_declares_every_factor_once_with_a_stage():
                                          *REPO.glob("tests/configs/*.yaml")]))
 def test_every_shipped_config_validates(path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = load_config(path)
+    cfg = load_study(path)
     assert len(expand(cfg)) >= 1
 
 
 def test_grid_cells_and_generation_ids(tmp_path):
-    cfg = load_config(cfg_file(tmp_path, BASE))
+    cfg = load_study(cfg_file(tmp_path, BASE))
     df = expand(cfg)
     assert len(df) == 2 * 2 * 2 * 2 * 2  # every combination of the listed factors
     assert list(df.columns[:1]) == ["cell_id"] and "generation_id" in df.columns
@@ -65,22 +66,22 @@ def test_grid_cells_and_generation_ids(tmp_path):
 
 
 def test_generation_ids_are_stable_and_ignore_irrelevant_settings(tmp_path):
-    a = expand(load_config(cfg_file(tmp_path, BASE, "a.yaml")))
-    b = expand(load_config(cfg_file(tmp_path, BASE, "b.yaml")))
+    a = expand(load_study(cfg_file(tmp_path, BASE, "a.yaml")))
+    b = expand(load_study(cfg_file(tmp_path, BASE, "b.yaml")))
     assert a.equals(b)
     # temperature does not matter under greedy decoding: no new generation
     data = {**BASE, "factors": {**BASE["factors"], "temperature": [0.5, 1.0]}}
-    c = expand(load_config(cfg_file(tmp_path, data, "c.yaml")))
+    c = expand(load_study(cfg_file(tmp_path, data, "c.yaml")))
     assert c["generation_id"].nunique() == 8 and len(c) == 64
     # ...but it does under sampling
     data["factors"]["decoding"] = ["sample"]
-    d = expand(load_config(cfg_file(tmp_path, data, "d.yaml")))
+    d = expand(load_study(cfg_file(tmp_path, data, "d.yaml")))
     assert d["generation_id"].nunique() == 16
 
 
 def test_exclusions_make_an_unbalanced_grid(tmp_path):
     data = {**BASE, "exclude": [{"quantization": "q4_0", "context_length": 1024}]}
-    df = expand(load_config(cfg_file(tmp_path, data)))
+    df = expand(load_study(cfg_file(tmp_path, data)))
     assert len(df) == 24
     assert not ((df.quantization == "q4_0") & (df.context_length == 1024)).any()
 
@@ -179,7 +180,7 @@ def test_large_grid_expands_quickly(tmp_path):
                                 "data_seed": list(range(10)), "batch_size": list(range(1, 11)),
                                 "metric": ["all_match", "any_match", "exact_match"],
                                 "split": ["all", "niah", "non_niah", "even", "odd"]}}
-    cfg = load_config(cfg_file(tmp_path, data))
+    cfg = load_study(cfg_file(tmp_path, data))
     df = expand(cfg)
     assert len(df) == 10 * 10 * 10 * 15
     assert df["generation_id"].nunique() == 1000
@@ -199,7 +200,7 @@ def test_include_adds_cells_beyond_the_product(tmp_path):
                 {"quantization": "source", "context_length": 512, "chat_template": False,
                  "metric": "all_match", "split": "all"},
             ]}
-    cfg = load_config(cfg_file(tmp_path, data))
+    cfg = load_study(cfg_file(tmp_path, data))
     cells = expand(cfg)
     assert len(cells) == 32 - 8 + 2
     q8 = cells[cells["quantization"] == "q8_0"]
@@ -223,5 +224,5 @@ def test_include_adds_cells_beyond_the_product(tmp_path):
 ])
 def test_bad_include_names_the_field(tmp_path, cell, field, words):
     with pytest.raises(UserError, match=words) as e:
-        load_config(cfg_file(tmp_path, {**BASE, "include": [cell]}))
+        load_study(cfg_file(tmp_path, {**BASE, "include": [cell]}))
     assert field in str(e.value)

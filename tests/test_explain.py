@@ -13,7 +13,8 @@ import yaml
 
 from reprogrid.cli import main
 from reprogrid.errors import UserError
-from reprogrid.explain import explain, item_bootstrap_means, parse_levels, shapley_matrix
+from reprogrid.explain import explain, parse_levels, shapley_matrix
+from reprogrid.stats import item_bootstrap_means
 
 LOW = {"a": "a0", "b": "b0", "c": "c0"}
 HIGH = {"a": "a1", "b": "b1", "c": "c1"}

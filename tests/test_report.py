@@ -23,7 +23,7 @@ import pytest
 
 from report_fixtures import FAILED_REASON, KNOWN, make_results
 from reprogrid.cli import main
-from reprogrid.config import load_config
+from reprogrid.study import load_study
 from reprogrid.report import Est, build_report, decimals_for, expected_outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ N_BOOT = 200  # report intervals: enough for the tests, quick on two cores
 def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     cfg_path, results = make_results(root)
-    cfg = load_config(cfg_path)
+    cfg = load_study(cfg_path)
     paths = build_report(cfg, results, n_boot=N_BOOT)
     return {"cfg": cfg, "cfg_path": cfg_path, "results": results, "paths": paths,
             "md": paths["summary"].read_text(encoding="utf-8"), "html": paths["html"].read_text(encoding="utf-8")}
@@ -235,7 +235,7 @@ def test_snakemake_report_zip(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
-    figs, tabs = expected_outputs(load_config(cfg_path))
+    figs, tabs = expected_outputs(load_study(cfg_path))
     for n in figs:
         assert any(x.endswith(f"/{n}.png") for x in names), n
     for n in tabs:

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from reprogrid.cli import main
-from reprogrid.config import load_config
+from reprogrid.study import load_study
 from reprogrid.errors import UserError
 
 torch = pytest.importorskip("torch")
@@ -97,13 +97,13 @@ def test_bad_section_through_the_real_command(tmp_path):
 
 def test_shipped_study_configs_cells_and_defaults(monkeypatch):
     monkeypatch.chdir(REPO)
-    off = load_config("configs/studies/specdec_offline.yaml")
+    off = load_study("configs/studies/specdec_offline.yaml")
     cells = sd.study_cells(off)
     assert len(cells) == 2 * 1 * 1 * 2 * 1  # pairs x gamma x decoding x mix x chat
     keys = {(c["verifier_key"], c["drafter_key"]) for c in cells.values()}
     assert keys == {("qwen25-coder-1.5b-instruct--source", "qwen25-coder-0.5b-instruct--source"),
                     ("qwen25-coder-1.5b-instruct--source", "qwen25-coder-1.5b-instruct--q4_0")}
-    gpu = load_config("configs/studies/specdec_gpu.yaml")
+    gpu = load_study("configs/studies/specdec_gpu.yaml")
     s = sd.study_settings(gpu)
     assert {p["name"]: p["on_vocab_mismatch"] for p in s["pairs"]}["0.5b-drafts-7b"] == "skip"
     assert {c["backend"] for c in sd.study_cells(gpu).values()} == {"hf", "vllm"}
@@ -161,7 +161,7 @@ def tiny_pair(tmp_path_factory):
 def test_run_collect_attribute_end_to_end(tiny_pair, capsys):
     root = tiny_pair
     cfg_path = write(root, base_config(root), "study.yaml")
-    cells = list(sd.study_cells(load_config(cfg_path)))
+    cells = list(sd.study_cells(load_study(cfg_path)))
     assert cells == ["noisy-drafts-tiny__g3__greedy__single__chat", "noisy-drafts-tiny__g3__greedy__interleaved__chat"]
     out = root / "results" / "specdec"
     for cid in cells:

@@ -30,7 +30,6 @@ bootstrap and the permutations): no replicate refits anything from the raw rows.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -46,15 +45,13 @@ from scipy import linalg, sparse
 from scipy.special import expit, xlogy
 
 from reprogrid.errors import UserError
-from reprogrid.io import atomic_path, write_json
+from reprogrid.io import atomic_path, to_jsonable
+from reprogrid.stats import StratifiedResampler
 
 __all__ = [
     "AttributionResult",
     "attribute",
     "varying_factors",
-    "read_table",
-    "add_arguments",
-    "run",
     "COLUMNS",
     "FAMILIES",
 ]
@@ -85,36 +82,6 @@ def varying_factors(df: pd.DataFrame, factors: Iterable[str]) -> list[str]:
     return out
 
 
-def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a .parquet or .csv table (only ``columns`` if given); every problem is a UserError."""
-    p = Path(path)
-    name = p.name.lower()
-    if not p.exists():
-        raise UserError(f"cannot read {p}: no such file", field="INPUT")
-    if not p.is_file():
-        raise UserError(f"cannot read {p}: not a file", field="INPUT")
-    wanted = list(dict.fromkeys(columns)) if columns is not None else None
-    try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            available = list(pq.read_schema(p).names)
-            _check_columns(available, wanted or [], p)
-            df = pd.read_parquet(p, columns=wanted, engine="pyarrow")
-        elif name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz")):
-            available = list(pd.read_csv(p, nrows=0).columns)
-            _check_columns(available, wanted or [], p)
-            df = pd.read_csv(p, usecols=wanted, low_memory=False)
-        else:
-            raise UserError(f"cannot read {p}: expected a .parquet or .csv file", field="INPUT")
-    except UserError:
-        raise
-    except Exception as exc:  # pyarrow / pandas parser errors, permissions, corrupt files
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise UserError(f"cannot read {p}: {msg}", field="INPUT") from None
-    return df
-
-
 # --------------------------------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------------------------------
@@ -129,8 +96,8 @@ class AttributionResult:
     replicates: pd.DataFrame | None = None  # bootstrap replicates of shapley (columns: factors, residual)
 
     def to_json_obj(self) -> dict[str, Any]:
-        rows = [{k: _json_value(v) for k, v in rec.items()} for rec in self.table.to_dict(orient="records")]
-        return {"effects": rows, **_json_clean(self.details)}
+        rows = [{k: to_jsonable(v) for k, v in rec.items()} for rec in self.table.to_dict(orient="records")]
+        return {"effects": rows, **to_jsonable(self.details)}
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``variance_shares.csv`` and ``variance_shares.json`` into ``out_dir``, atomically."""
@@ -574,22 +541,6 @@ def _unit_strata(data: _Data, max_singleton_share: float = 0.1) -> tuple[np.ndar
     return _combine_codes(parts, U), sorted(used, key=order.get), sorted(skipped, key=order.get)
 
 
-class _Resampler:
-    def __init__(self, strata: np.ndarray):
-        self.order = np.argsort(strata, kind="stable")
-        sorted_strata = strata[self.order]
-        counts = np.bincount(sorted_strata)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.start = starts[sorted_strata].astype(np.float64)
-        self.size = counts[sorted_strata].astype(np.float64)
-        self.n = len(strata)
-        self.n_strata = len(counts)
-
-    def counts(self, rng: np.random.Generator) -> np.ndarray:
-        pick = (self.start + np.floor(rng.random(self.n) * self.size)).astype(np.int64)
-        return np.bincount(self.order[pick], minlength=self.n).astype(np.float64)
-
-
 # --------------------------------------------------------------------------------------------------
 # Noise floor by restricted permutation
 # --------------------------------------------------------------------------------------------------
@@ -714,9 +665,9 @@ def attribute(
 def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_floor_permutations):
     factors = list(_as_list(factors))
     items = _as_list(item)
-    bootstrap = _check_int(bootstrap, "bootstrap", 0)
-    noise_floor_permutations = _check_int(noise_floor_permutations, "noise_floor_permutations", 0)
-    seed = _check_int(seed, "seed", 0)
+    bootstrap = check_int(bootstrap, "bootstrap", 0)
+    noise_floor_permutations = check_int(noise_floor_permutations, "noise_floor_permutations", 0)
+    seed = check_int(seed, "seed", 0)
     try:
         ci = float(ci)
     except (TypeError, ValueError):
@@ -748,7 +699,7 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     strata, nested, not_stratified = _unit_strata(data)
     if bootstrap > 0:
         rng = np.random.Generator(np.random.PCG64(boot_seq))
-        res = _Resampler(strata)
+        res = StratifiedResampler(strata)
         C = len(data.cell_n)
         bn = np.empty((bootstrap, C))
         bs = np.empty((bootstrap, C))
@@ -847,7 +798,7 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
         "family": family,
         "response": response,
         "factors": factors,
-        "levels": {f: [_json_value(x) for x in lv] for f, lv in zip(factors, data.levels)},
+        "levels": {f: [to_jsonable(x) for x in lv] for f, lv in zip(factors, data.levels)},
         "item": items or None,
         "n_rows": data.n_rows,
         "n_units": data.n_units,
@@ -883,7 +834,7 @@ def _row(name, e, total, ms_e, shap, st, lo, hi, nf) -> dict[str, Any]:
             "ci_low": lo, "ci_high": hi, "noise_floor": nf}
 
 
-def _check_int(x: Any, name: str, minimum: int) -> int:
+def check_int(x: Any, name: str, minimum: int) -> int:
     try:
         if isinstance(x, bool):
             raise TypeError
@@ -895,125 +846,3 @@ def _check_int(x: Any, name: str, minimum: int) -> int:
     if val < minimum:
         raise UserError(f"expected a whole number >= {minimum}, got {val}", field=name)
     return val
-
-
-def _json_value(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
-
-
-def _json_clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_json_clean(v) for v in obj.tolist()]
-    return _json_value(obj)
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-
-
-def _split_list(text: str | None, name: str) -> list[str]:
-    if text is None:
-        return []
-    parts = [p.strip() for p in str(text).split(",")]
-    if not text.strip() or any(not p for p in parts):
-        raise UserError(f"expected a comma-separated list of column names, got {text!r}", field=name)
-    if len(set(parts)) != len(parts):
-        raise UserError(f"a column is listed twice in {text!r}", field=name)
-    return parts
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", help="table with one row per sample (.parquet or .csv)")
-    parser.add_argument("--response", required=True, metavar="COL", help="numeric response column")
-    parser.add_argument("--factors", required=True, metavar="A,B,...", help="comma-separated factor columns")
-    parser.add_argument("--item", default=None, metavar="COL[,COL]",
-                        help="item column(s) (a composite key if several); the bootstrap resamples items "
-                             "jointly across cells. Default: every row is its own item")
-    parser.add_argument("--family", default="gaussian", metavar="gaussian|binomial",
-                        help="gaussian (sums of squares) or binomial (0/1 or fraction outcomes; deviance)")
-    parser.add_argument("--bootstrap", default="200", metavar="N", help="bootstrap replicates (default 200; 0: none)")
-    parser.add_argument("--seed", default="0", metavar="S", help="random seed (default 0)")
-    parser.add_argument("--ci", default="0.95", metavar="LEVEL", help="interval level (default 0.95)")
-    parser.add_argument("--noise-permutations", default=str(DEFAULT_NOISE_PERMUTATIONS), metavar="N",
-                        help="permutations per factor for the noise floor "
-                             f"(default {DEFAULT_NOISE_PERMUTATIONS}; 0: none)")
-    parser.add_argument("--out", required=True, metavar="DIR", help=f"output directory ({CSV_NAME}, {JSON_NAME})")
-    parser.add_argument("--allow-degenerate", action="store_true",
-                        help="(used by the workflow) drop factors that do not vary in INPUT, and when nothing "
-                             "varies write a result that says so instead of failing")
-
-
-def run(args: argparse.Namespace) -> int:
-    factors = _split_list(args.factors, "--factors")
-    if not factors:
-        raise UserError("expected at least one factor column", field="--factors")
-    items = _split_list(args.item, "--item") if args.item is not None else []
-    family = str(args.family)
-    if family not in FAMILIES:
-        raise UserError(f"unknown family {family!r}; expected one of: {', '.join(FAMILIES)}", field="--family")
-    bootstrap = _check_int(_num(args.bootstrap), "--bootstrap", 0)
-    seed = _check_int(_num(args.seed), "--seed", 0)
-    perms = _check_int(_num(args.noise_permutations), "--noise-permutations", 0)
-    try:
-        ci = float(args.ci)
-    except ValueError:
-        raise UserError(f"expected a number in (0, 1), got {args.ci!r}", field="--ci") from None
-    if not 0 < ci < 1:
-        raise UserError(f"expected a number in (0, 1), got {args.ci!r}", field="--ci")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory", field="--out")
-    if args.response in factors or args.response in items:
-        raise UserError(f"column {args.response!r} is the response; it cannot be a factor or item column",
-                        field="--response")
-    cols = [args.response, *factors, *items]
-    df = read_table(args.input, cols)
-    if args.allow_degenerate:
-        factors = varying_factors(df, factors)
-        reason = None
-        if not factors:
-            reason = "no factor varies across the scored cells"
-        elif pd.to_numeric(df[args.response], errors="coerce").nunique() <= 1:
-            reason = f"every sample has the same {args.response} ({float(df[args.response].iloc[0]):g})"
-        if reason:
-            write_degenerate(out, reason, args.response, factors, len(df))
-            print(f"no variance to attribute: {reason}")
-            return 0
-    result = attribute(df, args.response, factors, item=items or None, family=family, bootstrap=bootstrap,
-                       seed=seed, ci=ci, noise_floor_permutations=perms)
-    paths = result.write(out)
-    print(f"wrote {paths['csv']} and {paths['json']}")
-    return 0
-
-
-def write_degenerate(out: Path, reason: str, response: str, factors: list[str], n_rows: int) -> None:
-    """Outputs for a study with nothing to attribute: a residual-only table and the reason."""
-    table = pd.DataFrame([{c: np.nan for c in COLUMNS} | {"effect": f} for f in factors]
-                         + [{c: np.nan for c in COLUMNS} | {"effect": "residual"}], columns=COLUMNS)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / CSV_NAME) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(out / JSON_NAME, {"degenerate": reason, "response": response, "factors": factors,
-                                 "n_rows": n_rows, "effects": []})
-
-
-def _num(text: Any) -> Any:
-    if isinstance(text, str):
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    return text

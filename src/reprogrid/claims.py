@@ -36,10 +36,8 @@ Values are kept on the fraction scale internally and in outputs.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -49,9 +47,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from reprogrid.catalogue import cell_text as format_cell
+from reprogrid.catalogue import factor_names, load_schema
+from reprogrid.catalogue import level_text as canon
 from reprogrid.errors import UserError
-from reprogrid.explain import (canon, explain, factor_names, format_cell, item_bootstrap_means,
-                               percentile_interval, read_table)
+from reprogrid.explain import explain
+from reprogrid.io import load_yaml
+from reprogrid.stats import item_bootstrap_means, percentile_interval
 
 SCALES = ("percent", "fraction")
 SCALE_MAX = {"percent": 100, "fraction": 1}
@@ -136,13 +138,8 @@ def _exact(x: float | int) -> Fraction:
 
 def _factor_specs() -> dict[str, dict]:
     """Factor name -> JSON-schema of one level, from the study schema (names only if unreadable)."""
-    try:
-        from reprogrid.config import schema
-
-        props = schema()["properties"]["factors"]["properties"]
-        return {name: dict(spec.get("items", {})) for name, spec in props.items()}
-    except Exception:  # noqa: BLE001 - the schema is another module's; fall back to names only
-        return {name: {} for name in factor_names()}
+    props = load_schema("config")["properties"]["factors"]["properties"]
+    return {name: dict(spec.get("items", {})) for name, spec in props.items()}
 
 
 def _type_name(v: Any) -> str:
@@ -233,8 +230,6 @@ def _string(v: Any, where: str, pattern: re.Pattern | None = None, what: str = "
 
 
 def _read_yaml(path: Path) -> Any:
-    from reprogrid.config import load_yaml
-
     return load_yaml(path)
 
 
@@ -966,63 +961,3 @@ def _clean(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
     return _f(x)
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = sub.add_parser("check", help="consistency checks that need no model (exit 1 if any finding)",
-                       description="consistency checks that need no model: exit 0 clean, 1 findings, 2 invalid file")
-    p.add_argument("files", nargs="+", metavar="FILE", help="claims YAML files")
-    m = sub.add_parser("map", help="map claims to grid cells and write the verdicts",
-                       description="map claims to grid cells (claim_cells.csv) and write verdicts.json")
-    m.add_argument("files", nargs="+", metavar="FILE", help="claims YAML files")
-    m.add_argument("--cells", required=True, metavar="CELLS", help="cells table (.parquet, .csv, .tsv)")
-    m.add_argument("--samples", metavar="SAMPLES", help="samples table: item-bootstrap intervals")
-    m.add_argument("--shares", metavar="TABLE", help="variance shares (effect, shapley, ci_low, ci_high)")
-    m.add_argument("--pair", metavar="LOW,HIGH", help="claim ids of the pair (default: lowest and highest value)")
-    m.add_argument("--factors", metavar="F,G", help="factor columns (default: the study's factors present)")
-    m.add_argument("--bootstrap", type=int, default=1000, metavar="N")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--level", type=float, default=0.95)
-    m.add_argument("--out", required=True, metavar="DIR")
-
-
-def run(args: argparse.Namespace) -> int:
-    claims = load_claims(args.files)
-    if args.verb == "check":
-        findings = check_claims(claims)
-        for f in findings:
-            print(str(f))
-        n_files = len({c.file for c in claims})
-        print(f"checked {len(claims)} claims in {n_files} file(s): {len(findings)} finding(s)", file=sys.stderr)
-        return 1 if findings else 0
-    # map
-    pair = None
-    if args.pair:
-        parts = [s.strip() for s in args.pair.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise UserError(f"expected 'LOW_ID,HIGH_ID', got {args.pair!r}", field="--pair")
-        pair = (parts[0], parts[1])
-    if args.bootstrap < 0:
-        raise UserError(f"expected a count >= 0, got {args.bootstrap}", field="--bootstrap")
-    if not 0 < args.level < 1:
-        raise UserError(f"expected a level in (0, 1), got {args.level}", field="--level")
-    factors = [f.strip() for f in args.factors.split(",") if f.strip()] if args.factors else None
-    cells = read_table(args.cells, "--cells")
-    samples = read_table(args.samples, "--samples") if args.samples else None
-    shares = read_table(args.shares, "--shares") if args.shares else None
-    table = map_claims_to_cells(claims, cells, factors)
-    result = verdicts(claims, cells, samples, factors, pair, shares, args.bootstrap, args.seed, args.level)
-    from reprogrid.io import write_json, write_text
-
-    out = Path(args.out)
-    write_text(out / "claim_cells.csv", table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
-    write_json(out / "verdicts.json", result)
-    for e in result["explanations"]:
-        print(e["summary"])
-    print(f"reproducibility: {result['reproducibility']['status']}: {result['reproducibility']['summary']}")
-    return 0

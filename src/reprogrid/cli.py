@@ -1,7 +1,6 @@
-"""The ``reprogrid`` command. Each subcommand lives in the module of its stage.
-
-A stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
-only when their subcommand runs, so ``reprogrid grid`` does not pay for torch.
+"""The ``reprogrid`` command. Each subcommand is a module of ``reprogrid.commands`` (argument parsing
+and printing only) exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
+imported only when their subcommand runs, so ``reprogrid grid`` does not pay for torch.
 """
 
 from __future__ import annotations
@@ -12,32 +11,19 @@ import sys
 
 from reprogrid.errors import UserError
 
+# subcommand -> (module under reprogrid.commands, one-line help)
 COMMANDS = {
-    "grid": ("reprogrid.grid", "print the cell table of a study config as TSV"),
-    "prepare-model": ("reprogrid.models", "resolve, verify, convert and cache one (model, quantization)"),
-    "ruler-data": ("reprogrid.ruler", "build and cache RULER docs for one (task, length, tokenizer, seed)"),
-    "generate": ("reprogrid.generate", "run every generation of one prepared model through lm-eval"),
-    "score": ("reprogrid.scoring", "score stored generations per cell and write the tidy tables"),
-    "attribute": ("reprogrid.attribution", "variance shares of a response over factors, with intervals"),
-    "claims": ("reprogrid.claims", "check published claims for internal consistency"),
-    "explain": ("reprogrid.explain", "decompose the gap between two protocols into factor contributions"),
-    "report": ("reprogrid.report", "write the attribution report (Markdown + self-contained HTML)"),
-    "specdec": ("reprogrid.specdec", "speculative decoding measurements"),
+    "grid": ("grid", "print the cell table of a study config as TSV"),
+    "prepare-model": ("prepare_model", "resolve, verify, convert and cache one (model, quantization)"),
+    "ruler-data": ("ruler_data", "build and cache RULER docs for one (task, length, tokenizer, seed)"),
+    "generate": ("generate", "run every generation of one prepared model through lm-eval"),
+    "score": ("score", "score stored generations per cell and write the tidy tables"),
+    "attribute": ("attribute", "variance shares of a response over factors, with intervals"),
+    "claims": ("claims", "check published claims for internal consistency and map them onto a grid"),
+    "explain": ("explain", "decompose the gap between two protocols into factor contributions"),
+    "report": ("report", "write the attribution report (Markdown + self-contained HTML)"),
+    "specdec": ("specdec", "speculative decoding measurements"),
 }
-
-
-def job_environment(conda: bool, src) -> None:
-    """Environment of the workflow's jobs, which run `python -m reprogrid` (rules/common.smk).
-
-    Venv (default): this interpreter's bin directory first on PATH, so `python` is the one that runs
-    snakemake. Conda (`--sdm conda`): the rule's environment provides python and the pinned dependencies;
-    the code comes from the checkout's src/ on PYTHONPATH, so there is one copy of it."""
-    import os
-
-    if conda:
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
-    else:
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -46,7 +32,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"reprogrid.commands.{module_name}")
             module.add_arguments(p)
             p.set_defaults(_module=module)
     return parser

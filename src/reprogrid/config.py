@@ -1,52 +1,21 @@
-"""Load and validate a study config against the schema; expose the factor catalogue.
+"""Load one study config file and validate it against the schema (and the checks that need nothing
+but that file). Whole-study checks that need other stages (the grid's GPU settings, claims files,
+speculative decoding prompts) live in ``reprogrid.study``.
 
-The schema (``schema/config.schema.yaml``) is the one place where factors are declared: their levels'
-types, their default, their documentation and their stage (``x-stage``: generation or scoring).
-Everything else (grid columns, generation ids, the README table) derives from it.
+The schema (``schema/config.schema.yaml``) is the one place where factors are declared; the factor
+catalogue derived from it lives in ``reprogrid.catalogue``.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from reprogrid.catalogue import MIN_LENGTH, OFFLINE_TASKS, factor_catalogue, schema, section_defaults
 from reprogrid.errors import UserError
-from reprogrid.ruler_tasks import MIN_LENGTH, OFFLINE_TASKS
-
-SCHEMA_PATH = Path(__file__).with_name("schema") / "config.schema.yaml"
-
-
-@functools.cache
-def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-@dataclass(frozen=True)
-class Factor:
-    name: str
-    stage: str  # "generation" or "scoring"
-    default: Any
-    doc: str
-
-
-@functools.cache
-def factor_catalogue() -> dict[str, Factor]:
-    props = schema()["properties"]["factors"]["properties"]
-    return {name: Factor(name, spec["x-stage"], spec.get("x-default"), spec.get("x-doc", ""))
-            for name, spec in props.items()}
-
-
-def generation_factors() -> list[str]:
-    return [n for n, f in factor_catalogue().items() if f.stage == "generation"]
-
-
-def scoring_factors() -> list[str]:
-    return [n for n, f in factor_catalogue().items() if f.stage == "scoring"]
+from reprogrid.io import load_yaml, short_hash
 
 
 @dataclass
@@ -76,8 +45,20 @@ class Config:
 
     @property
     def ruler(self) -> dict:
-        defaults = {k: v.get("default") for k, v in schema()["properties"]["ruler"]["properties"].items()}
-        return {**defaults, **self.raw.get("ruler", {})}
+        return {**section_defaults("ruler"), **self.raw.get("ruler", {})}
+
+    @property
+    def attribution(self) -> dict:
+        return {**section_defaults("attribution"), **self.raw.get("attribution", {})}
+
+    @property
+    def claims(self) -> dict:
+        return dict(self.raw.get("claims") or {})
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the parsed config: comments and formatting do not change it."""
+        return short_hash(self.raw, 16)
 
     @property
     def seed(self) -> int:
@@ -96,8 +77,6 @@ def _path_of(error) -> str:
 
 
 def _describe(error) -> str:
-    import jsonschema  # noqa: F401
-
     v = error.validator
     if v == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -135,22 +114,6 @@ def validate_raw(raw: Any, where: str) -> None:
         err = errors[0]
         # descend into the most specific error for anyOf/oneOf
         raise UserError(_describe(err), field=f"{where}: {_path_of(err)}")
-
-
-def load_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("file not found", field=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read file ({exc.__class__.__name__})", field=str(path)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        loc = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"malformed YAML{loc}: {problem}", field=str(path)) from None
 
 
 def check_semantics(cfg: Config) -> None:
@@ -214,126 +177,6 @@ def check_semantics(cfg: Config) -> None:
             raise UserError(f"claims file '{f}' does not exist", field=f"{where}: claims.files")
     if ("low" in claims or "high" in claims) and not claims.get("files"):
         raise UserError("a claim pair needs claims.files", field=f"{where}: claims")
-    if claims.get("files") and ("low" in claims or "high" in claims):
-        from reprogrid.claims import load_claims
-
-        ids = {c.id for c in load_claims(claims["files"])}
-        for key in ("low", "high"):
-            if key in claims and claims[key] not in ids:
-                raise UserError(f"'{claims[key]}' is not a claim id in {', '.join(claims['files'])}",
-                                field=f"{where}: claims.{key}")
-    check_gpu_settings(cfg)
-    check_specdec(cfg)
-
-
-def check_gpu_settings(cfg: Config) -> None:
-    """GPU-only settings must be coherent (device, checkpoints, backend). Whether this machine has a GPU is
-    not asked here: a cluster's login node parses the config for GPU nodes (see gpu_needs)."""
-    from reprogrid import grid
-    from reprogrid.models import CHECKPOINT_LEVELS, GPU_LEVELS
-
-    where = str(cfg.path)
-    default_attn = factor_catalogue()["attn_implementation"].default
-    seen = set()
-    for g in grid.generations(cfg).values():
-        slug, q = g["model"], g["quantization"]
-        key = (slug, q, g["attn_implementation"])
-        if key in seen:
-            continue
-        seen.add(key)
-        entry = cfg.models[slug]
-        device, backend = entry.get("device", "cpu"), entry.get("backend", "hf")
-        if q in GPU_LEVELS and device != "cuda":
-            raise UserError(f"quantization '{q}' runs on CUDA only and model '{slug}' has device {device}; set "
-                            f"models.{slug}.device: cuda or exclude the pair", field=f"{where}: models.{slug}.device")
-        if q in CHECKPOINT_LEVELS:
-            ck = (entry.get("quantized") or {}).get(q)
-            if not ck or not ({"id", "path"} & set(ck)):
-                raise UserError(f"'{q}' uses the official pre-quantized checkpoint of '{slug}': set its "
-                                "{id, revision} (e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4) or {path}, or exclude the pair",
-                                field=f"{where}: models.{slug}.quantized.{q}")
-            if "id" in ck and not ck.get("revision"):
-                raise UserError("a hub checkpoint needs a pinned `revision` (commit hash or tag)",
-                                field=f"{where}: models.{slug}.quantized.{q}.revision")
-        if backend == "vllm":
-            if device != "cuda":
-                raise UserError(f"backend vllm runs on CUDA only; set models.{slug}.device: cuda or use backend hf",
-                                field=f"{where}: models.{slug}.backend")
-            if q in {"int8_dynamic", "bnb_8bit"}:
-                raise UserError(f"quantization '{q}' has no vLLM path (torch dynamic int8 / 8-bit bitsandbytes); "
-                                f"use backend hf for model '{slug}' or drop the level",
-                                field=f"{where}: models.{slug}.backend")
-            if g["attn_implementation"] != default_attn:
-                raise UserError(f"vLLM chooses its own attention backend: attn_implementation "
-                                f"'{g['attn_implementation']}' would be a no-op for model '{slug}'; keep "
-                                f"[{default_attn}] or use backend hf", field=f"{where}: factors.attn_implementation")
-
-
-def gpu_needs(cfg: Config) -> list[str]:
-    """The settings of this study that need a CUDA GPU (empty: it runs on CPU)."""
-    from reprogrid.models import GPU_LEVELS
-
-    needs = [f"models.{s}.device: cuda" for s, e in cfg.models.items()
-             if e.get("device") == "cuda" and s in all_levels(cfg, "model")]
-    needs += [f"quantization {q}" for q in all_levels(cfg, "quantization") if q in GPU_LEVELS]
-    sd = cfg.raw.get("specdec") or {}
-    for pair in sd.get("pairs", []):
-        for role in ("verifier", "drafter"):
-            if cfg.models.get(pair.get(role), {}).get("device") == "cuda":
-                needs.append(f"specdec {role} {pair[role]}: device cuda")
-    return sorted(set(needs))
-
-
-
-# --- speculative decoding study (the `specdec:` section; see reprogrid.specdec and rules/specdec.smk) ---------------
-
-
-def check_specdec(cfg: Config) -> None:
-    """Semantic checks of the `specdec:` section that the schema cannot express (it checks types and enums)."""
-    section = cfg.raw.get("specdec")
-    if section is None:
-        return
-    where = f"{cfg.path}: specdec"
-    from reprogrid.specdec import load_prompts, study_settings
-
-    settings = study_settings(cfg)
-    names: dict[str, int] = {}
-    for i, pair in enumerate(settings["pairs"]):
-        for role in ("verifier", "drafter"):
-            if pair[role] not in cfg.models:
-                raise UserError(f"'{pair[role]}' is not a key of models ({', '.join(cfg.models)})",
-                                field=f"{where}.pairs[{i}].{role}")
-        if pair["verifier"] == pair["drafter"] and \
-                pair["verifier_quantization"] == pair["drafter_quantization"]:
-            raise UserError("the drafter is the verifier itself with the same weights (nothing to measure); "
-                            "set drafter_quantization (e.g. q4_0) for a quantized self-drafter",
-                            field=f"{where}.pairs[{i}]")
-        if pair["name"] in names:
-            raise UserError(f"pair name '{pair['name']}' is used twice (pairs [{names[pair['name']]}] and [{i}]); "
-                            "give one a `name`", field=f"{where}.pairs[{i}].name")
-        names[pair["name"]] = i
-        if "vllm" in settings["backend"]:
-            for role in ("verifier", "drafter"):
-                if cfg.models[pair[role]].get("device", "cpu") != "cuda":
-                    raise UserError("backend vllm runs speculative decoding on CUDA only; set "
-                                    f"models.{pair[role]}.device: cuda or use backend hf",
-                                    field=f"{where}.pairs[{i}].{role}")
-    for key in ("gamma",):
-        for g in settings[key]:
-            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-                raise UserError(f"{g!r} must be an integer >= 1", field=f"{where}.{key}")
-    temp = settings["temperature"]
-    if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not temp > 0:
-        raise UserError(f"{temp!r} must be a number > 0", field=f"{where}.temperature")
-    counts: dict[str, int] = {}
-    for p in load_prompts():
-        counts[p["task"]] = counts.get(p["task"], 0) + 1
-    for task in settings["tasks"]:
-        if task not in counts:
-            raise UserError(f"'{task}' is not a built-in prompt task ({', '.join(counts)})", field=f"{where}.tasks")
-        if settings["prompts_per_task"] > counts[task]:
-            raise UserError(f"{settings['prompts_per_task']} exceeds the {counts[task]} built-in prompts of "
-                            f"task '{task}'", field=f"{where}.prompts_per_task")
 
 
 def load_config(path: str | Path) -> Config:

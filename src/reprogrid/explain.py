@@ -40,87 +40,19 @@ high_level``) and ``DIR/summary.json`` (low/high values with intervals, gap, hel
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from reprogrid.catalogue import factor_names, level_sort_key, level_text, parse_level
 from reprogrid.errors import UserError
+from reprogrid.io import to_jsonable
+from reprogrid.stats import ITEM_SEP, item_bootstrap_means, percentile_interval
 
 MAX_DIFFERING = 16
-# factor names when the study schema cannot be read (kept in the catalogue's order)
-FALLBACK_FACTORS = (
-    "model", "quantization", "tokenizer", "context_length", "num_fewshot", "cwe_oneshot", "chat_template",
-    "system_prompt", "dtype", "attn_implementation", "decoding", "temperature", "max_gen_toks", "batch_size",
-    "length_budget", "data_seed", "rope_scaling", "metric", "scale", "aggregation", "split", "tasks",
-)
-
-
-def factor_names() -> list[str]:
-    """The study's factor catalogue (``reprogrid.config``), or the built-in list if it cannot be read."""
-    try:
-        from reprogrid.config import factor_catalogue
-
-        names = list(factor_catalogue())
-        if names:
-            return names
-    except Exception:  # noqa: BLE001 - the catalogue is optional here
-        pass
-    return list(FALLBACK_FACTORS)
-
-
-# ---------------------------------------------------------------------------------------------------
-# levels: one canonical text per level so that 4096 == "4096" and True == "true"
-
-
-def canon(x: Any) -> str:
-    """Canonical text of a factor level (bools lowercase, integral numbers without '.0')."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "null"
-    if isinstance(x, (bool, np.bool_)):
-        return "true" if x else "false"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return str(int(x)) if x.is_integer() else repr(x)
-    s = str(x).strip()
-    low = s.lower()
-    if low in ("true", "false"):
-        return low
-    try:
-        return str(int(s))
-    except ValueError:
-        pass
-    try:
-        f = float(s)
-    except ValueError:
-        return s
-    if math.isfinite(f):
-        return str(int(f)) if f.is_integer() else repr(f)
-    return s
-
-
-def parse_scalar(s: str) -> Any:
-    """A CLI level as the value it spells: int, float, bool, or the string itself."""
-    c = canon(s)
-    if c in ("true", "false"):
-        return c == "true"
-    try:
-        return int(c)
-    except ValueError:
-        pass
-    try:
-        return float(c)
-    except ValueError:
-        return s.strip()
-
-
 def parse_levels(spec: str, what: str) -> dict[str, Any]:
     """``"f=a,g=b"`` -> ``{"f": "a", "g": "b"}`` (levels kept as text; matched canonically)."""
     out: dict[str, Any] = {}
@@ -140,53 +72,6 @@ def parse_levels(spec: str, what: str) -> dict[str, Any]:
             raise UserError(f"factor {name!r} is given twice", field=what)
         out[name] = level
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# bootstrap over items
-
-
-def item_bootstrap_means(values: np.ndarray, n_boot: int, seed: int, chunk_elems: int = 4_000_000) -> np.ndarray:
-    """Bootstrap replicates of each row's mean, resampling columns (items) jointly across rows.
-
-    ``values``: cells x items, NaN where a cell lacks an item. Items are stratified by their presence
-    pattern (the set of cells that have them); each stratum of m items is resampled m times with
-    replacement, so each cell keeps its item count. Returns an array n_boot x cells.
-    """
-    values = np.asarray(values, dtype=float)
-    n_cells, n_items = values.shape
-    out = np.empty((n_boot, n_cells))
-    if n_boot == 0 or n_items == 0:
-        return out
-    present = ~np.isnan(values)
-    filled = np.where(present, values, 0.0)
-    # strata by presence pattern, in a deterministic order (first appearance)
-    patterns, inverse = np.unique(present.T, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
-    strata = [order[bounds[s]:bounds[s + 1]] for s in range(len(patterns))]
-    rng = np.random.default_rng(seed)
-    step = max(1, chunk_elems // max(1, n_items))
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        weights = np.zeros((b, n_items))
-        for idx in strata:
-            m = len(idx)
-            weights[:, idx] = rng.multinomial(m, np.full(m, 1.0 / m), size=b)
-        num = weights @ filled.T
-        den = weights @ present.T.astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + b] = num / den
-    return out
-
-
-def percentile_interval(reps: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    a = (1.0 - level) / 2.0
-    with np.errstate(all="ignore"):
-        lo = np.nanquantile(reps, a, axis=axis)
-        hi = np.nanquantile(reps, 1.0 - a, axis=axis)
-    return lo, hi
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,29 +137,17 @@ class ExplainResult:
             "high_value": f(self.high_value), "high_ci": pair(self.high_ci),
             "gap": f(self.gap), "gap_ci": pair(self.gap_ci),
             "differing": list(self.differing),
-            "held": {k: _jsonable(v) for k, v in self.held.items()},
-            "averaged_over": {k: [_jsonable(x) for x in v] for k, v in self.averaged_over.items()},
+            "held": {k: to_jsonable(v) for k, v in self.held.items()},
+            "averaged_over": {k: [to_jsonable(x) for x in v] for k, v in self.averaged_over.items()},
             "path_values": {k: f(v) for k, v in self.path_values.items()},
             "contributions": [
                 {"factor": r.factor, "contribution": f(r.contribution), "ci_low": f(r.ci_low),
-                 "ci_high": f(r.ci_high), "low_level": _jsonable(r.low_level), "high_level": _jsonable(r.high_level)}
+                 "ci_high": f(r.ci_high), "low_level": to_jsonable(r.low_level), "high_level": to_jsonable(r.high_level)}
                 for r in self.contributions.itertuples()
             ],
-            "missing_cells": [{k: _jsonable(v) for k, v in c.items()} for c in self.missing_cells],
+            "missing_cells": [{k: to_jsonable(v) for k, v in c.items()} for c in self.missing_cells],
             "n_items": self.n_items, "bootstrap": self.bootstrap, "seed": self.seed, "level": self.level,
         }
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return None if math.isnan(v) else float(v)
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
 
 
 def _empty_contributions() -> pd.DataFrame:
@@ -337,20 +210,20 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     keys = {}
     for c in factor_cols:
         uniq = pd.unique(data[c])
-        mapping = {u: canon(u) for u in uniq}
+        mapping = {u: level_text(u) for u in uniq}
         originals[c] = {}
         for u, k in mapping.items():
-            originals[c].setdefault(k, _jsonable(u))
+            originals[c].setdefault(k, to_jsonable(u))
         keys[c] = data[c].map(mapping)
     kdf = pd.DataFrame(keys, index=data.index)
 
     def orig(c: str, k: str, given: Any) -> Any:
-        return originals[c].get(k, parse_scalar(str(given)) if isinstance(given, str) else given)
+        return originals[c].get(k, parse_level(str(given)) if isinstance(given, str) else given)
 
     held, differing = {}, []
     for name in named:
-        lo_k = canon(low[name]) if name in low else None
-        hi_k = canon(high[name]) if name in high else None
+        lo_k = level_text(low[name]) if name in low else None
+        hi_k = level_text(high[name]) if name in high else None
         if lo_k is None or hi_k is None or lo_k == hi_k:
             k = lo_k if lo_k is not None else hi_k
             held[name] = k
@@ -363,7 +236,7 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     for name, k in held.items():
         sel &= kdf[name] == k
     for name in differing:
-        sel &= kdf[name].isin([canon(low[name]), canon(high[name])])
+        sel &= kdf[name].isin([level_text(low[name]), level_text(high[name])])
     data, kdf = data[sel], kdf[sel]
 
     others = [c for c in factor_cols if c not in named]
@@ -376,13 +249,13 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     k = len(differing)
     held_orig = {n: orig(n, kk, low.get(n, high.get(n))) for n, kk in held.items()}
     result = ExplainResult(contributions=_empty_contributions(), differing=differing, held={**held_orig, **constant},
-                           averaged_over={c: [orig(c, v, None) for v in sorted(kdf[c].unique(), key=_sort_key)]
+                           averaged_over={c: [orig(c, v, None) for v in sorted(kdf[c].unique(), key=level_sort_key)]
                                           for c in averaged},
                            bootstrap=bootstrap if item else 0, seed=seed, level=level)
 
     # group rows by (vertex mask, combo)
     def vertex_keys(mask: int) -> dict[str, str]:
-        return {n: canon(high[n]) if mask >> i & 1 else canon(low[n]) for i, n in enumerate(differing)}
+        return {n: level_text(high[n]) if mask >> i & 1 else level_text(low[n]) for i, n in enumerate(differing)}
 
     group_cols = differing + averaged
     if group_cols:
@@ -424,10 +297,8 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         cell_means = sums / counts
         reps = None
     else:
-        if "task" in data.columns and item != "task":
-            ikey = data["task"].astype(str) + "\x1f" + data[item].astype(str)
-        else:
-            ikey = data[item].astype(str)
+        by_task = "task" in data.columns and item != "task"
+        ikey = (data["task"].astype(str) + ITEM_SEP if by_task else "") + data[item].astype(str)
         codes, uniq_items = pd.factorize(ikey, sort=True)
         mat_sum = np.zeros((len(cells), len(uniq_items)))
         mat_cnt = np.zeros((len(cells), len(uniq_items)))
@@ -436,7 +307,8 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         with np.errstate(invalid="ignore", divide="ignore"):
             mat = np.where(mat_cnt > 0, mat_sum / np.where(mat_cnt > 0, mat_cnt, 1), np.nan)
         cell_means = np.nanmean(mat, axis=1)
-        reps = item_bootstrap_means(mat, bootstrap, seed) if bootstrap > 0 else None
+        groups = np.array([k.split(ITEM_SEP, 1)[0] for k in uniq_items]) if by_task else None
+        reps = item_bootstrap_means(mat, bootstrap, seed, groups=groups) if bootstrap > 0 else None
         result.n_items = int(len(uniq_items))
 
     v = cell_means.reshape(1 << k, n_combo).mean(axis=1)
@@ -444,7 +316,7 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     phi = W @ v
     result.low_value, result.high_value = float(v[0]), float(v[-1])
     result.path_values = {
-        ",".join(f"{n}={_fmt(orig(n, kk, None))}" for n, kk in vertex_keys(mask).items()) or "(none)": float(v[mask])
+        ",".join(f"{n}={level_text(orig(n, kk, None))}" for n, kk in vertex_keys(mask).items()) or "(none)": float(v[mask])
         for mask in range(1 << k)
     }
     ci_lo = np.full(k, np.nan)
@@ -464,93 +336,7 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         "contribution": phi.astype(float),
         "ci_low": np.asarray(ci_lo, dtype=float),
         "ci_high": np.asarray(ci_hi, dtype=float),
-        "low_level": [orig(n, canon(low[n]), low[n]) for n in differing],
-        "high_level": [orig(n, canon(high[n]), high[n]) for n in differing],
+        "low_level": [orig(n, level_text(low[n]), low[n]) for n in differing],
+        "high_level": [orig(n, level_text(high[n]), high[n]) for n in differing],
     }) if k else _empty_contributions()
     return result
-
-
-def _sort_key(s: str):
-    try:
-        return (0, float(s), s)
-    except ValueError:
-        return (1, 0.0, s)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def format_cell(cell: dict) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in cell.items())
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-
-def read_table(path: str | Path, what: str = "INPUT") -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", field=f"{what} {p}")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(p)
-        if suffix == ".csv":
-            return pd.read_csv(p)
-        if suffix in (".tsv", ".tab"):
-            return pd.read_csv(p, sep="\t")
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise UserError(f"cannot read table ({exc.__class__.__name__}: {msg})", field=f"{what} {p}") from None
-    raise UserError(f"unsupported table format {suffix or '(none)'!r}; expected .parquet, .csv or .tsv",
-                    field=f"{what} {p}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", help="cells or samples table (.parquet, .csv, .tsv)")
-    parser.add_argument("--response", required=True, metavar="COL", help="response column (e.g. score)")
-    parser.add_argument("--low", required=True, metavar="SPEC", help='low protocol, "factor=level,factor=level"')
-    parser.add_argument("--high", required=True, metavar="SPEC", help='high protocol, "factor=level,..."')
-    parser.add_argument("--item", metavar="COL", help="item column (per-item input): enables the bootstrap")
-    parser.add_argument("--factors", metavar="F,G", help="factor columns (default: the study's factors present)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-
-
-def run(args: argparse.Namespace) -> int:
-    low = parse_levels(args.low, "--low")
-    high = parse_levels(args.high, "--high")
-    factors = [f.strip() for f in args.factors.split(",") if f.strip()] if args.factors else None
-    df = read_table(args.input)
-    res = explain(df, args.response, low, high, item=args.item, bootstrap=args.bootstrap, seed=args.seed,
-                  factors=factors, level=args.level)
-    out = Path(args.out)
-    from reprogrid.io import write_json, write_text
-
-    if res.missing_cells:
-        for cell in res.missing_cells:
-            print(f"missing cell: {format_cell(cell)}", file=sys.stderr)
-        import yaml
-
-        text = ("# cells on the explanation path that the input lacks; add them to the study config\n"
-                + yaml.safe_dump({"missing_cells": [{k: _jsonable(v) for k, v in c.items()} for c in res.missing_cells]},
-                                 sort_keys=False, default_flow_style=None))
-        write_text(out / "missing_cells.yaml", text)
-        print(f"error: {len(res.missing_cells)} cell(s) on the path are missing; listed in {out / 'missing_cells.yaml'}",
-              file=sys.stderr)
-        return 1
-    table = res.contributions
-    csv = table.to_csv(index=False, float_format="%.10g", lineterminator="\n")
-    write_text(out / "contributions.csv", csv)
-    write_json(out / "summary.json", res.summary())
-    print(f"low {res.low_value:.6g}  high {res.high_value:.6g}  gap {res.gap:.6g}")
-    for r in table.itertuples():
-        ci = "" if math.isnan(r.ci_low) else f"  [{r.ci_low:.4g}, {r.ci_high:.4g}]"
-        print(f"  {r.factor}: {r.contribution:+.6g}{ci}  ({_fmt(r.low_level)} -> {_fmt(r.high_level)})")
-    return 0

@@ -14,60 +14,29 @@ cut it. Under ``length_budget: fit`` max_length is sized so that nothing is cut.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import hashlib
 import json
-import platform
-import subprocess
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
+from reprogrid import grid, models
+from reprogrid.catalogue import TASKS
 from reprogrid.errors import UserError
-from reprogrid.io import atomic_path, write_json, write_parquet
-from reprogrid.ruler import TASKS
+from reprogrid.io import write_json, write_parquet
+from reprogrid.layout import docs_file
+from reprogrid.provenance import code_version, package_versions
+from reprogrid.ruler import load_docs
 
 SYSTEM_PROMPTS = {"default": None, "concise": "Answer with the requested values only.", "empty": ""}
 CHAT_MARGIN = 256  # tokens reserved for chat-template markup under length_budget: fit
-PACKAGES = ("reprogrid", "torch", "transformers", "lm_eval", "datasets", "gguf", "pandas", "pyarrow",
-            "numpy", "snakemake", "statsmodels", "scipy", "vllm", "bitsandbytes", "gptqmodel", "autoawq")
-
-
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def package_versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["python"] = platform.python_version()
-    return out
-
-
-def code_version() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def docs_path(docs_root: Path, task: str, length: int, tokenizer: str, seed: int) -> Path:
-    return Path(docs_root) / task / f"L{length}" / tokenizer / f"seed{seed}.parquet"
 
 
 def max_gen_toks(gen: dict, task: str) -> int:
@@ -107,9 +76,7 @@ def _task_config(task: str, docs: list[dict], gen: dict, tm) -> dict:
 
 
 def _load_docs(docs_root: Path, task: str, gen: dict, n_items: int) -> list[dict]:
-    from reprogrid.ruler import load_docs
-
-    path = docs_path(docs_root, task, gen["context_length"], gen["sizing_tokenizer"], gen["data_seed"])
+    path = docs_file(docs_root, task, gen["context_length"], gen["sizing_tokenizer"], gen["data_seed"])
     docs = load_docs(path, n_items)
     if task == "ruler_cwe" and gen.get("cwe_oneshot"):
         for d in docs:  # upstream RULER puts the worked example before the question
@@ -146,8 +113,6 @@ def load_vllm(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, se
     import importlib.util
 
     import torch
-
-    from reprogrid import models
 
     if gen["quantization"] in models.BNB_LEVELS:
         models.check_gpu_level(gen["quantization"], "cuda")
@@ -226,8 +191,6 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
     """Run all generations of one prepared model; write per-generation outputs and the manifest."""
     import torch
 
-    from reprogrid import grid, models
-
     torch.set_num_threads(threads)
     gens = [g for g in grid.generations(cfg).values() if g["prepared_key"] == prepared_key]
     if not gens:
@@ -304,24 +267,3 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
     result = {"prepared_key": prepared_key, "generations": status}
     write_json(manifest, result)
     return result
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True)
-    p.add_argument("--prepared-key", required=True)
-    p.add_argument("--model-dir", required=True, help="prepared model directory")
-    p.add_argument("--docs", required=True, help="root of the RULER docs cache")
-    p.add_argument("--out", required=True, help="directory for per-generation records")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--threads", type=int, default=1)
-
-
-def run(args) -> int:
-    from reprogrid.config import load_config
-
-    cfg = load_config(args.config)
-    res = run_model(cfg, args.prepared_key, Path(args.model_dir), Path(args.docs), Path(args.out),
-                    Path(args.manifest), args.threads)
-    failed = [g for g, s in res["generations"].items() if s["status"] != "ok"]
-    log(f"[generate] {args.prepared_key}: {len(res['generations']) - len(failed)} ok, {len(failed)} failed")
-    return 0

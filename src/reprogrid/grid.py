@@ -8,16 +8,14 @@ share one model run.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import sys
 
 import pandas as pd
 
-from reprogrid.config import Config, generation_factors, load_config
+from reprogrid.catalogue import generation_factors, level_text, prepared_key
+from reprogrid.config import Config
 from reprogrid.errors import UserError
 from reprogrid.io import short_hash
-from reprogrid.models import prepared_key
 
 MAX_CELLS = 1_000_000
 
@@ -47,12 +45,6 @@ def generation_id(cfg: Config, params: dict) -> str:
         "format": 1,
     }
     return "g" + short_hash(key, 10)
-
-
-def _fmt(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return v
 
 
 def _excluded(levels: dict, rules: list[dict]) -> bool:
@@ -123,21 +115,4 @@ def generations(cfg: Config) -> dict[str, dict]:
 
 def to_tsv(df: pd.DataFrame) -> str:
     cols = [c for c in df.columns if c != "prepared_key"]
-    return df[cols].map(_fmt).to_csv(sep="\t", index=False, lineterminator="\n")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="study config YAML")
-    p.add_argument("--out", help="write the TSV here instead of standard output")
-
-
-def run(args) -> int:
-    cfg = load_config(args.config)
-    text = to_tsv(expand(cfg))
-    if args.out:
-        from reprogrid.io import write_text
-
-        write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return df[cols].map(level_text).to_csv(sep="\t", index=False, lineterminator="\n")

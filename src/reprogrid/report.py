@@ -28,7 +28,6 @@ only the HTML's "generated at" provenance line changes (it honours ``SOURCE_DATE
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import hashlib
@@ -36,7 +35,6 @@ import io
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,9 @@ import numpy as np
 import pandas as pd
 
 from reprogrid.errors import UserError
-from reprogrid.ruler_tasks import OFFLINE_TASKS
+from reprogrid.catalogue import OFFLINE_TASKS, factor_catalogue
+from reprogrid.io import atomic_path
+from reprogrid.provenance import code_version
 
 TEMPLATES = Path(__file__).with_name("templates")
 LEVEL = 0.95
@@ -482,8 +482,6 @@ class Report:
     # ---- study ----------------------------------------------------------------------------------
 
     def study(self) -> dict:
-        from reprogrid.config import factor_catalogue
-
         cat = factor_catalogue()
         cfg = self.cfg
         factors = []
@@ -886,8 +884,6 @@ class Report:
     # ---- provenance ------------------------------------------------------------------------------
 
     def provenance(self, attr: dict) -> dict:
-        from reprogrid.generate import code_version
-
         gens = self.inp.generations
         codes = sorted({str(g.get("code_version")) for g in gens.values() if g.get("code_version")})
         pkgs: dict[str, set] = {}
@@ -1486,8 +1482,6 @@ def build_report(cfg, results: str | os.PathLike, out_dir: str | os.PathLike | N
 
 def _write(path: Path, data: str | bytes) -> Path:
     """Write atomically, readable by everyone (mkstemp's 0600 would hide the report from a web server)."""
-    from reprogrid.io import atomic_path
-
     with atomic_path(path) as tmp:
         if isinstance(data, bytes):
             tmp.write_bytes(data)
@@ -1497,31 +1491,3 @@ def _write(path: Path, data: str | bytes) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
     return path
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="study config YAML")
-    p.add_argument("--results", required=True, help="the study's results directory")
-    p.add_argument("--out", default=None, help="output directory (default: RESULTS/report)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
-                   help=f"item-bootstrap replicates for score intervals (default {DEFAULT_BOOTSTRAP})")
-
-
-def run(args) -> int:
-    from reprogrid.config import load_config
-
-    if args.bootstrap < 0:
-        raise UserError(f"expected a count >= 0, got {args.bootstrap}", field="--bootstrap")
-    cfg = load_config(args.config)
-    results = Path(args.results)
-    if not results.is_dir():
-        raise UserError("not a directory", field=f"--results {results}")
-    paths = build_report(cfg, results, args.out, n_boot=args.bootstrap)
-    n_fig = sum(1 for k in paths if k.startswith("figure:"))
-    n_tab = sum(1 for k in paths if k.startswith("table:"))
-    print(f"[report] {paths['summary']} and {paths['html']} ({n_fig} figures, {n_tab} tables)", file=sys.stderr)
-    return 0

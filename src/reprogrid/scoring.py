@@ -8,17 +8,15 @@ Writes the tidy tables:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from reprogrid.errors import UserError
-from reprogrid.io import write_parquet
+
 
 _CTRL = re.compile(r"[\x00-\x1f]")
 _WORD = re.compile(r"[\w-]+")
@@ -129,36 +127,3 @@ def score(cells: pd.DataFrame, records: pd.DataFrame, failed: dict[str, str],
     samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame()
     cells_out = pd.DataFrame(cell_rows)
     return samples, cells_out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True)
-    p.add_argument("--manifests", nargs="+", required=True)
-    p.add_argument("--samples", required=True, help="samples.parquet to write")
-    p.add_argument("--cells", required=True, help="cells.parquet to write")
-
-
-def run(args) -> int:
-    from reprogrid.config import factor_catalogue, load_config
-    from reprogrid.grid import expand
-
-    cfg = load_config(args.config)
-    grid = expand(cfg)
-    records, failed = load_generations([Path(m) for m in args.manifests])
-    defaults = {n: cfg.factors[n][0] for n in factor_catalogue()}
-    samples, cells = score(grid, records, failed, defaults)
-    write_parquet(samples, args.samples)
-    write_parquet(cells, args.cells)
-    from reprogrid.generate import code_version, package_versions
-    from reprogrid.io import sha256_file, write_json
-
-    write_json(Path(args.cells).with_name("provenance.json"), {
-        "config_path": str(cfg.path), "config_sha256": cfg.sha256, "code_version": code_version(),
-        "packages": package_versions(),
-        "generations": {str(m): sha256_file(m) for m in sorted(args.manifests)},
-        "tables": {Path(p).name: sha256_file(p) for p in (args.samples, args.cells)},
-    })
-    ok = (cells["status"] == "ok").sum()
-    print(f"[score] {len(cells)} cells ({ok} ok, {len(cells) - ok} failed), {len(samples)} sample rows",
-          file=sys.stderr)
-    return 0

@@ -41,7 +41,6 @@ over between requests, online drafter updates) are not modelled.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -864,8 +863,7 @@ def pair_name(pair: dict) -> str:
 
 def study_settings(cfg) -> dict:
     """The ``specdec:`` section with the schema's defaults filled in; pairs get ``name`` and prepared-model keys."""
-    from reprogrid.config import schema
-    from reprogrid.models import prepared_key
+    from reprogrid.catalogue import prepared_key, schema
 
     section = _raw(cfg).get("specdec")
     if not section:
@@ -1309,216 +1307,47 @@ def attribute_study(table, out_dir, *, bootstrap: int = 200, seed: int = 0) -> d
     return summary
 
 
-def _add_workflow_arguments(sub) -> None:
-    c = sub.add_parser("cells", help="list the measurement cells of a config's specdec section (TSV)")
-    c.add_argument("--config", required=True)
-
-    r = sub.add_parser("run", help="measure one cell of a config's specdec study (the workflow's per-cell job)")
-    r.add_argument("--config", required=True, help="study config with a specdec section")
-    r.add_argument("--cell", default=None, help="cell id (see 'reprogrid specdec cells'); or give the factors below")
-    r.add_argument("--pair", default=None, help="pair name (default: the only pair)")
-    r.add_argument("--gamma", type=int, default=None)
-    r.add_argument("--decoding", choices=DECODINGS, default=None)
-    r.add_argument("--mix", choices=MIXES, default=None)
-    r.add_argument("--chat-template", choices=("true", "false"), default=None)
-    r.add_argument("--verifier-dir", required=True, help="prepared model directory of the pair's verifier")
-    r.add_argument("--drafter-dir", required=True, help="prepared model directory of the pair's drafter")
-    r.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    r.add_argument("--out", required=True, help="directory for <cell>.parquet, <cell>.steps.parquet, <cell>.json")
-
-    k = sub.add_parser("collect", help="concatenate cell tables; per-task disparity (disparity.json)")
-    k.add_argument("--config", required=True)
-    k.add_argument("tables", nargs="+", metavar="CELL_TABLE", help="<cell>.parquet files written by 'run'")
-    k.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (default: specdec.bootstrap)")
-    k.add_argument("--out", required=True, help="directory for specdec.parquet, specdec_steps.parquet, disparity.json")
-
-    a = sub.add_parser("attribute", help="attribute speed-up and acceptance spread to the study's factors")
-    a.add_argument("table", help="specdec.parquet written by 'collect'")
-    a.add_argument("--bootstrap", type=int, default=200)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", required=True, help="directory for attribution_speedup.* and attribution_acceptance.*")
-
-
-def _resolve_cell(cfg, args) -> str:
-    if args.cell:
-        return args.cell
-    s = study_settings(cfg)
-    names = [p["name"] for p in s["pairs"]]
-
-    def one(value, levels, flag):
-        if value is not None:
-            return value
-        if len(levels) == 1:
-            return levels[0]
-        raise UserError(f"the config has several levels ({', '.join(map(str, levels))}); pick one", field=flag)
-
-    pair = one(args.pair, names, "--pair")
-    chat = None if args.chat_template is None else args.chat_template == "true"
-    return cell_id(pair, one(args.gamma, s["gamma"], "--gamma"), one(args.decoding, s["decoding"], "--decoding"),
-                   one(args.mix, s["mix"], "--mix"), one(chat, s["chat_template"], "--chat-template"))
-
-
-def run_workflow(args) -> int:
-    from reprogrid.config import load_config
-
-    if args.specdec_command == "attribute":
-        if not Path(args.table).is_file():
-            raise UserError("file not found", field=args.table)
-        summary = attribute_study(args.table, args.out, bootstrap=args.bootstrap, seed=args.seed)
-        for name, info in summary.items():
-            print(f"{name}: {info['response']} over {', '.join(info['factors']) or '(none)'}"
-                  + (f" - {info['degenerate']}" if info["degenerate"] else ""))
-        return 0
-    cfg = load_config(args.config)
-    if args.specdec_command == "cells":
-        cells = study_cells(cfg)
-        keys = ["cell_id", "pair", "verifier_key", "drafter_key", "gamma", "decoding", "temperature", "mix",
-                "chat_template", "backend"]
-        print("\t".join(keys))
-        for c in cells.values():
-            print("\t".join("" if c[k] is None else str(c[k]) for k in keys))
-        return 0
-    if args.specdec_command == "collect":
-        result = collect(cfg, args.tables, args.out, n_boot=args.n_boot)
-        if result.get("groups"):
-            print(f"speedup_measured by task (all cells): max/min {result['max_min_ratio']:.3f}, cv {result['cv']:.3f}")
-        else:
-            print(result.get("note", "no measured cells"))
-        return 0
-    # run
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    cid = _resolve_cell(cfg, args)
-    meta = run_cell(cfg, cid, args.verifier_dir, args.drafter_dir, args.out, threads=args.threads,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"{cid}: {meta['status']}, {meta['n_prompts']} prompts, {meta['wall_s']:.1f} s -> {args.out}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# CLI: reprogrid specdec {theory, measure, summarize} (+ the workflow verbs above)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="specdec_command", metavar="ACTION", required=True)
-
-    t = sub.add_parser("theory", help="print expected tokens per step and speed-up for alpha, gamma, c")
-    t.add_argument("--alpha", type=float, required=True)
-    t.add_argument("--gamma", type=int, required=True)
-    t.add_argument("--c", type=float, default=0.0)
-
-    m = sub.add_parser("measure", help="measure speculative decoding per prompt for one verifier/drafter pair")
-    m.add_argument("--verifier", required=True, help="saved transformers model directory (with tokenizer)")
-    m.add_argument("--drafter", required=True, help="saved transformers model directory (same tokenizer)")
-    m.add_argument("--prompts", default=None, help="JSONL prompts (task, prompt_id, text|messages); default built-in")
-    m.add_argument("--gamma", type=int, default=4, help="draft tokens per verifier step (constant)")
-    m.add_argument("--decoding", choices=DECODINGS, default="greedy")
-    m.add_argument("--temperature", type=float, default=None, help="sampling temperature (sample only; default 1)")
-    m.add_argument("--max-new-tokens", type=int, default=128)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--mix", choices=MIXES, default=None, help="workload order (default: file order)")
-    m.add_argument("--chat-template", action="store_true", help="wrap 'text' prompts in the chat template")
-    m.add_argument("--no-eos", action="store_true", help="do not stop at EOS (fixed-length outputs)")
-    m.add_argument("--drafter-warpers", choices=DRAFTER_WARPERS, default="once",
-                   help="sampling only: 'once' = drafter at the verifier's temperature (textbook); 'library' = "
-                        "transformers 5.23 as is (temperature applied twice to the drafter)")
-    m.add_argument("--timing-steps", type=int, default=8)
-    m.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    m.add_argument("--out", required=True, help="output directory (specdec.parquet, specdec_steps.parquet, meta)")
-
-    s = sub.add_parser("summarize", help="per-task means, intervals and disparity measures of a specdec table")
-    s.add_argument("table", help="specdec.parquet written by 'measure'")
-    s.add_argument("--value", default="speedup_measured")
-    s.add_argument("--by", default="task")
-    s.add_argument("--n-boot", type=int, default=2000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="output directory (disparity.json)")
-
-    _add_workflow_arguments(sub)
-
-
-def _load_pair(verifier_dir: str, drafter_dir: str):
-    for d, name in ((verifier_dir, "--verifier"), (drafter_dir, "--drafter")):
-        if not Path(d, "config.json").is_file():
-            raise UserError("not a saved transformers model directory (no config.json)", field=f"{name} {d}")
-    try:
-        from reprogrid.models import load_prepared
-    except ImportError:  # pragma: no cover - reprogrid.models is the lead's module
-        load_prepared = None
-    if load_prepared is not None:
-        verifier, tok = load_prepared(Path(verifier_dir))
-        drafter, dtok = load_prepared(Path(drafter_dir))
-    else:  # pragma: no cover
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        verifier = AutoModelForCausalLM.from_pretrained(verifier_dir, dtype=torch.float32).eval()
-        drafter = AutoModelForCausalLM.from_pretrained(drafter_dir, dtype=torch.float32).eval()
-        tok, dtok = AutoTokenizer.from_pretrained(verifier_dir), AutoTokenizer.from_pretrained(drafter_dir)
-    if tok.get_vocab() != dtok.get_vocab():
-        raise UserError("verifier and drafter tokenizers differ: transformers would take the different-tokenizer "
-                        "path, which this study does not measure", field="--drafter")
-    return verifier, drafter, tok
-
-
-def run(args) -> int:
-    from reprogrid.io import short_hash, write_json, write_parquet
-
-    if args.specdec_command in WORKFLOW_VERBS:
-        return run_workflow(args)
-
-    if args.specdec_command == "theory":
-        e = expected_tokens_per_step(args.alpha, args.gamma)
-        s = expected_speedup(args.alpha, args.gamma, args.c)
-        print(f"expected_tokens_per_step\t{e:.4f}\nexpected_speedup\t{s:.4f}")
-        return 0
-
-    if args.specdec_command == "summarize":
-        import pandas as pd
-
-        if not Path(args.table).is_file():
-            raise UserError("file not found", field=args.table)
-        try:
-            df = pd.read_parquet(args.table)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the table: {exc}", field=args.table) from None
-        result = disparity(df, value=args.value, by=args.by, n_boot=args.n_boot, seed=args.seed)
-        result["input"] = str(args.table)
-        write_json(Path(args.out) / "disparity.json", result)
-        print(f"{args.value} by {args.by}: max/min {result['max_min_ratio']:.3f}, cv {result['cv']:.3f}")
-        return 0
-
-    # measure
-    import torch
-    import transformers
-
-    _check_gamma(args.gamma)
-    if args.max_new_tokens < 1:
-        raise UserError("must be >= 1", field="--max-new-tokens")
-    if args.temperature is not None and args.decoding != "sample":
-        raise UserError("only applies to --decoding sample", field="--temperature")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prompts = load_prompts(args.prompts)
-    verifier, drafter, tok = _load_pair(args.verifier, args.drafter)
-    df, steps = run_study(verifier, drafter, tok, prompts, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                          decoding=args.decoding, temperature=args.temperature, seed=args.seed,
-                          chat_template=args.chat_template, mix=args.mix, timing_steps=args.timing_steps,
-                          stop_at_eos=not args.no_eos, drafter_warpers_mode=args.drafter_warpers,
-                          return_steps=True)
-    out = Path(args.out)
-    write_parquet(df, out / "specdec.parquet")
-    write_parquet(steps, out / "specdec_steps.parquet")
-    write_json(out / "specdec_meta.json", {
-        "verifier": str(args.verifier), "drafter": str(args.drafter), "prompts": args.prompts or "built-in",
-        "prompts_hash": short_hash(prompts), "gamma": args.gamma, "decoding": args.decoding,
-        "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "seed": args.seed, "mix": args.mix,
-        "chat_template": args.chat_template, "stop_at_eos": not args.no_eos,
-        "drafter_warpers": args.drafter_warpers, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0],
-        "definitions": {"alpha_empirical": "A/(A+R), R = verifier steps with a rejection",
-                        "c": "median drafter / verifier single-token cached decode step time",
-                        "speedup_measured": "assisted tokens/s divided by plain verifier tokens/s"},
-    })
-    print(f"{len(df)} prompts; mean speed-up {df['speedup_measured'].mean():.3f}; "
-          f"mean tokens/step {df['tokens_per_step'].mean():.3f} -> {out}")
-    return 0
+def check_specdec(cfg) -> None:
+    """Semantic checks of the `specdec:` section that the schema cannot express (it checks types and enums)."""
+    section = cfg.raw.get("specdec")
+    if section is None:
+        return
+    where = f"{cfg.path}: specdec"
+    settings = study_settings(cfg)
+    names: dict[str, int] = {}
+    for i, pair in enumerate(settings["pairs"]):
+        for role in ("verifier", "drafter"):
+            if pair[role] not in cfg.models:
+                raise UserError(f"'{pair[role]}' is not a key of models ({', '.join(cfg.models)})",
+                                field=f"{where}.pairs[{i}].{role}")
+        if pair["verifier"] == pair["drafter"] and \
+                pair["verifier_quantization"] == pair["drafter_quantization"]:
+            raise UserError("the drafter is the verifier itself with the same weights (nothing to measure); "
+                            "set drafter_quantization (e.g. q4_0) for a quantized self-drafter",
+                            field=f"{where}.pairs[{i}]")
+        if pair["name"] in names:
+            raise UserError(f"pair name '{pair['name']}' is used twice (pairs [{names[pair['name']]}] and [{i}]); "
+                            "give one a `name`", field=f"{where}.pairs[{i}].name")
+        names[pair["name"]] = i
+        if "vllm" in settings["backend"]:
+            for role in ("verifier", "drafter"):
+                if cfg.models[pair[role]].get("device", "cpu") != "cuda":
+                    raise UserError("backend vllm runs speculative decoding on CUDA only; set "
+                                    f"models.{pair[role]}.device: cuda or use backend hf",
+                                    field=f"{where}.pairs[{i}].{role}")
+    for key in ("gamma",):
+        for g in settings[key]:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+                raise UserError(f"{g!r} must be an integer >= 1", field=f"{where}.{key}")
+    temp = settings["temperature"]
+    if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not temp > 0:
+        raise UserError(f"{temp!r} must be a number > 0", field=f"{where}.temperature")
+    counts: dict[str, int] = {}
+    for p in load_prompts():
+        counts[p["task"]] = counts.get(p["task"], 0) + 1
+    for task in settings["tasks"]:
+        if task not in counts:
+            raise UserError(f"'{task}' is not a built-in prompt task ({', '.join(counts)})", field=f"{where}.tasks")
+        if settings["prompts_per_task"] > counts[task]:
+            raise UserError(f"{settings['prompts_per_task']} exceeds the {counts[task]} built-in prompts of "
+                            f"task '{task}'", field=f"{where}.prompts_per_task")

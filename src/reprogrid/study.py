@@ -1,0 +1,90 @@
+"""``load_study``: a study config with every whole-study cross-check done once, at the edge.
+
+``reprogrid.config.load_config`` checks one file against the schema; the checks here need other
+stages: the expanded grid (GPU settings per generation), the claims files (the pair's ids), the
+speculative decoding prompts. Commands and the Snakefile load a study through this module; analysis
+modules never load a config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reprogrid import grid
+from reprogrid.catalogue import CHECKPOINT_LEVELS, GPU_LEVELS, factor_catalogue
+from reprogrid.claims import load_claims
+from reprogrid.config import Config, all_levels, load_config
+from reprogrid.errors import UserError
+from reprogrid.specdec import check_specdec
+
+
+def load_study(path: str | Path) -> Config:
+    cfg = load_config(path)
+    check_claim_pair(cfg)
+    check_gpu_settings(cfg)
+    check_specdec(cfg)
+    return cfg
+
+
+def check_claim_pair(cfg: Config) -> None:
+    claims = cfg.claims
+    if not (claims.get("files") and ("low" in claims or "high" in claims)):
+        return
+    ids = {c.id for c in load_claims(claims["files"])}
+    for key in ("low", "high"):
+        if key in claims and claims[key] not in ids:
+            raise UserError(f"'{claims[key]}' is not a claim id in {', '.join(claims['files'])}",
+                            field=f"{cfg.path}: claims.{key}")
+
+
+def check_gpu_settings(cfg: Config) -> None:
+    """GPU-only settings must be coherent (device, checkpoints, backend). Whether this machine has a GPU is
+    not asked here: a cluster's login node parses the config for GPU nodes (see gpu_needs)."""
+    where = str(cfg.path)
+    default_attn = factor_catalogue()["attn_implementation"].default
+    seen = set()
+    for g in grid.generations(cfg).values():
+        slug, q = g["model"], g["quantization"]
+        key = (slug, q, g["attn_implementation"])
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = cfg.models[slug]
+        device, backend = entry.get("device", "cpu"), entry.get("backend", "hf")
+        if q in GPU_LEVELS and device != "cuda":
+            raise UserError(f"quantization '{q}' runs on CUDA only and model '{slug}' has device {device}; set "
+                            f"models.{slug}.device: cuda or exclude the pair", field=f"{where}: models.{slug}.device")
+        if q in CHECKPOINT_LEVELS:
+            ck = (entry.get("quantized") or {}).get(q)
+            if not ck or not ({"id", "path"} & set(ck)):
+                raise UserError(f"'{q}' uses the official pre-quantized checkpoint of '{slug}': set its "
+                                "{id, revision} (e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4) or {path}, or exclude the pair",
+                                field=f"{where}: models.{slug}.quantized.{q}")
+            if "id" in ck and not ck.get("revision"):
+                raise UserError("a hub checkpoint needs a pinned `revision` (commit hash or tag)",
+                                field=f"{where}: models.{slug}.quantized.{q}.revision")
+        if backend == "vllm":
+            if device != "cuda":
+                raise UserError(f"backend vllm runs on CUDA only; set models.{slug}.device: cuda or use backend hf",
+                                field=f"{where}: models.{slug}.backend")
+            if q in {"int8_dynamic", "bnb_8bit"}:
+                raise UserError(f"quantization '{q}' has no vLLM path (torch dynamic int8 / 8-bit bitsandbytes); "
+                                f"use backend hf for model '{slug}' or drop the level",
+                                field=f"{where}: models.{slug}.backend")
+            if g["attn_implementation"] != default_attn:
+                raise UserError(f"vLLM chooses its own attention backend: attn_implementation "
+                                f"'{g['attn_implementation']}' would be a no-op for model '{slug}'; keep "
+                                f"[{default_attn}] or use backend hf", field=f"{where}: factors.attn_implementation")
+
+
+def gpu_needs(cfg: Config) -> list[str]:
+    """The settings of this study that need a CUDA GPU (empty: it runs on CPU)."""
+    needs = [f"models.{s}.device: cuda" for s, e in cfg.models.items()
+             if e.get("device") == "cuda" and s in all_levels(cfg, "model")]
+    needs += [f"quantization {q}" for q in all_levels(cfg, "quantization") if q in GPU_LEVELS]
+    sd = cfg.raw.get("specdec") or {}
+    for pair in sd.get("pairs", []):
+        for role in ("verifier", "drafter"):
+            if cfg.models.get(pair.get(role), {}).get("device") == "cuda":
+                needs.append(f"specdec {role} {pair[role]}: device cuda")
+    return sorted(set(needs))
