@@ -168,6 +168,17 @@ class ItemBootstrap:
         self.pos = {c: i for i, c in enumerate(self.cells)}
         self.n_items = dict(zip(self.cells, valid.sum(axis=1).tolist())) if C else {}
 
+    @classmethod
+    def from_tables(cls, samples: pd.DataFrame, cells: pd.DataFrame | None, n_boot: int, seed: int,
+                    level: float = LEVEL) -> "ItemBootstrap":
+        """The bootstrap every consumer builds the same way (report, claims verdicts, explain): over the
+        whole samples table, each cell aggregated as its ``aggregation`` column says (default task mean).
+        Same tables, same ``n_boot`` and ``seed`` -> identical intervals for the same reading."""
+        agg = {}
+        if cells is not None and "aggregation" in cells.columns:
+            agg = dict(zip(cells["cell_id"].astype(str), cells["aggregation"].astype(str)))
+        return cls(samples, n_boot, seed, aggregation=agg, level=level)
+
     def has(self, cell_ids) -> bool:
         return all(str(c) in self.pos for c in cell_ids)
 
