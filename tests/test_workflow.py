@@ -110,15 +110,23 @@ def test_kill_during_generation_then_resume_is_byte_identical(tiny_run):
         env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]})
     deadline = time.time() + 900
     first = None
-    while time.time() < deadline and first is None:
+    log_path = R / "logs/generate"
+    while time.time() < deadline:
         done = sorted((R / "generations").glob("*/*.json"))
         first = done[0] if done else None
+        logs = "".join(p.read_text() for p in log_path.glob("*.log")) if log_path.is_dir() else ""
+        if first is not None and " 2/2 " in logs:  # the second generation has started
+            break
         if proc.poll() is not None:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert first is not None, "no generation finished before the deadline"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, mid-way through the second generation
     proc.wait()
+    # the kill landed during a generation: the second one had started and had not finished
+    finished = sorted((R / "generations").glob("*/*.parquet"))
+    assert len(finished) == 1, f"the kill did not land during the second generation: {finished}"
+    assert " 2/2 " in "".join(p.read_text() for p in log_path.glob("*.log"))
     stamp = first.with_suffix(".parquet").stat().st_mtime_ns
     # a hard kill leaves Snakemake's lock behind: release it the way Snakemake asks users to
     res = snakemake(wd, "--unlock", "--configfile", str(REPO / "tests/configs/tiny.yaml"), timeout=300)
