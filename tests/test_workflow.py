@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,42 @@ def test_tiny_grid_end_to_end(tiny_run):
     html = (R / "report/index.html").read_text()
     assert "<html" in html.lower()
     print(f"tiny grid wall time: {seconds:.0f} s")
+
+
+def _close(text: str, value: float) -> bool:
+    """A printed number equals `value` at the precision it is printed with."""
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+HEADLINE = re.compile(r"\*\*(?P<effect>[\w:]+)\*\* explains the largest share of the spread: (?P<point>[\d.]+)%"
+                      r" \(95% CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)%\) of the total variance")
+TOTAL = re.compile(r"All factors together explain\s+(?P<point>[\d.]+)% of the total variance")
+
+
+def test_report_says_what_the_attribution_table_says(tiny_run):
+    """The report's headline names the factor with the largest Shapley share, prints that share and its interval
+    as the attribution table has them, and its noise verdict agrees with the table's noise floor."""
+    wd, R, _ = tiny_run
+    shares = pd.read_csv(R / "attribution/variance_shares.csv")
+    factors = shares[~shares["effect"].str.contains(":") & (shares["effect"] != "residual")]
+    top = factors.sort_values("shapley", ascending=False, kind="stable").iloc[0]
+    summary = (R / "report/summary.md").read_text()
+    m = HEADLINE.search(summary)
+    assert m, summary[:2000]
+    assert m["effect"] == top["effect"]
+    assert _close(m["point"], top["shapley"] * 100)
+    assert _close(m["lo"], top["ci_low"] * 100) and _close(m["hi"], top["ci_high"] * 100)
+    v_all = json.loads((R / "attribution/variance_shares.json").read_text())["v_all"]
+    assert _close(TOTAL.search(summary)["point"], v_all * 100)
+    verdict = ("clears the noise floor" if top["shapley"] > top["noise_floor"]
+               else "indistinguishable from noise")
+    headline = summary.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert verdict in headline
+    # the HTML report carries the same headline
+    html = re.sub(r"<[^>]+>", "", (R / "report/index.html").read_text())
+    assert f"{top['effect']} explains the largest share of the spread: {m['point']}% (95% CI {m['lo']}–{m['hi']}%)" \
+        in re.sub(r"\s+", " ", html)
 
 
 def test_report_zip(tiny_run):
