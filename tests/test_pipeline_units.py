@@ -391,3 +391,44 @@ def test_yarn_rope_scaling_is_a_config_override_and_refused_for_small_models():
     assert cfg.rope_scaling["factor"] == 4.0
     with pytest.raises(UserError, match="no YaRN path"):
         models.apply_rope_scaling(Qwen2Config(), rope, "qwen2.5-small", "qwen2.5-3b")
+
+
+def test_pitfall_levels_reach_the_prompt(tiny_study, tmp_path):
+    """template_family (another family's chat markup) and answer_prefix (RULER's prefix dropped) change the
+    prompt the model reads, each by what it should; without a chat template the family is not a new run."""
+    from reprogrid.chat_formats import chat_template_args
+    from reprogrid.generate import run_model
+
+    cfg, prepared, docs = tiny_study
+    raw = dict(cfg.raw)
+    raw["exclude"] = []
+    raw["factors"] = {"model": ["tiny"], "context_length": [512], "max_gen_toks": [4], "chat_template": [True, False],
+                      "template_family": ["own", "llama2", "plain"], "answer_prefix": ["kept", "dropped"]}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    cfg2 = load_study(p)
+    gens = generations(cfg2)
+    assert len(gens) == 3 * 2 + 2  # the family is not a run of its own without a chat template
+    res = run_model(cfg2, "tiny--source", prepared, docs, tmp_path / "gen", tmp_path / "m.json", threads=1)
+    assert all(s["status"] == "ok" for s in res["generations"].values()), res
+    rec = {(g["chat_template"], g["template_family"], g["answer_prefix"]):
+           pd.read_parquet(tmp_path / "gen" / f"{gid}.parquet") for gid, g in gens.items()}
+    shas = [tuple(r["prompt_sha256"]) for r in rec.values()]
+    assert len(set(shas)) == len(shas)  # every level is a different prompt
+    # the dropped prefix removes the same few tokens ("The special magic number for ... is") from every prompt
+    for key in [(True, "own"), (True, "llama2"), (True, "plain"), (False, None)]:
+        cut = rec[(*key, "kept")]["prompt_tokens"] - rec[(*key, "dropped")]["prompt_tokens"]
+        assert (cut > 3).all() and cut.nunique() <= 2, (key, list(cut))
+    # Llama-2 markup is shorter than Qwen's ChatML system turn; the plain format shorter still
+    own, llama2, plain = (rec[(True, f, "kept")]["prompt_tokens"] for f in ("own", "llama2", "plain"))
+    assert (llama2 < own).all() and (plain < llama2).all()
+    # what each family renders
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(prepared)
+    chat = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "Answer:"}]
+    text = {f: tok.apply_chat_template(chat, tokenize=False, continue_final_message=True, **chat_template_args(f))
+            for f in ("own", "llama2", "plain")}
+    assert "<|im_start|>user" in text["own"] and text["own"].endswith("Answer:")
+    assert text["llama2"] == "<s>[INST] Q? [/INST] Answer:"
+    assert text["plain"] == "User: Q?\n\nAssistant: Answer:"

@@ -62,6 +62,16 @@ def scoring_factors() -> list[str]:
     return [n for n, f in factor_catalogue().items() if f.stage == "scoring"]
 
 
+@functools.cache
+def late_factors() -> dict[str, Any]:
+    """Factors added after results existed (``x-id: non-default`` in the schema) -> their default level.
+
+    Such a factor enters a generation id only when it is set to something other than its default, so the
+    ids (and the finished generations) of studies that never name it stay what they were."""
+    props = schema()["properties"]["factors"]["properties"]
+    return {n: spec.get("x-default") for n, spec in props.items() if spec.get("x-id") == "non-default"}
+
+
 def factor_spec(name: str) -> dict:
     """The schema of one factor's list of levels."""
     return schema()["properties"]["factors"]["properties"][name]

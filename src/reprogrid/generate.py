@@ -14,6 +14,7 @@ cut it. Under ``length_budget: fit`` max_length is sized so that nothing is cut.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -27,6 +28,7 @@ import pandas as pd
 
 from reprogrid import grid, models
 from reprogrid.catalogue import TASKS
+from reprogrid.chat_formats import chat_template_args
 from reprogrid.errors import UserError
 from reprogrid.io import write_json, write_parquet
 from reprogrid.layout import docs_file
@@ -70,6 +72,8 @@ def _task_config(task: str, docs: list[dict], gen: dict, tm) -> dict:
     else:
         gk.update(do_sample=False, temperature=0.0)
     cfg["generation_kwargs"] = gk
+    if gen.get("answer_prefix") == "dropped":  # the prompt ends at the question; no 'Answer:' to continue
+        cfg.pop("gen_prefix", None)
     cfg["metadata"] = {"version": cfg.get("metadata", {}).get("version", 1.0),
                        "max_seq_lengths": [int(gen["context_length"])]}
     return cfg
@@ -129,11 +133,35 @@ def load_vllm(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, se
     return lm, AutoTokenizer.from_pretrained(prepared_dir)
 
 
+@contextlib.contextmanager
+def _chat_family(lm, gen: dict):
+    """The chat template family of this generation on the lm-eval model, restored afterwards."""
+    extra = chat_template_args(gen.get("template_family")) if gen["chat_template"] else {}
+    before = getattr(lm, "chat_template_args", None)
+    if extra:
+        lm.chat_template_args = {**(before or {}), **extra}
+    try:
+        yield
+    finally:
+        if extra:
+            lm.chat_template_args = before
+
+
+def _evaluate(lm, loaded: dict, tm, gen: dict, k: int, cache_dir: Path, seed: int) -> dict:
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(
+        model=lm, tasks=list(loaded["tasks"].values()), task_manager=tm, num_fewshot=k or None, log_samples=True,
+        apply_chat_template=bool(gen["chat_template"]),
+        system_instruction=SYSTEM_PROMPTS[gen["system_prompt"]] if gen["chat_template"] else None,
+        use_cache=str(cache_dir / gen["generation_id"]), bootstrap_iters=0,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+
+
 def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_items: int, cache_dir: Path,
                    seed: int) -> tuple[pd.DataFrame, dict]:
     """Run one generation; return its per-sample records and run details."""
-    from lm_eval import simple_evaluate
-
     tm = ruler_task_manager()
     docs = {t: _load_docs(docs_root, t, gen, n_items) for t in tasks}
     L, k = int(gen["context_length"]), int(gen["num_fewshot"])
@@ -146,13 +174,8 @@ def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_item
     loaded = tm.load([_task_config(t, docs[t], gen, tm) for t in tasks])
     cache_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    res = simple_evaluate(
-        model=lm, tasks=list(loaded["tasks"].values()), task_manager=tm, num_fewshot=k or None, log_samples=True,
-        apply_chat_template=bool(gen["chat_template"]),
-        system_instruction=SYSTEM_PROMPTS[gen["system_prompt"]] if gen["chat_template"] else None,
-        use_cache=str(cache_dir / gen["generation_id"]), bootstrap_iters=0,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    with _chat_family(lm, gen):
+        res = _evaluate(lm, loaded, tm, gen, k, cache_dir, seed)
     seconds = time.time() - t0
     rows = []
     for task in tasks:

@@ -2,7 +2,7 @@
 
 One cell = one combination of the listed factors' levels. Cells that differ only in scoring factors
 (metric, scale, aggregation, split), or in settings that cannot change the generation (temperature
-under greedy decoding, system prompt without a chat template), share a ``generation_id`` and so
+under greedy decoding, system prompt or template family without a chat template), share a ``generation_id`` and so
 share one model run.
 """
 
@@ -12,7 +12,7 @@ import itertools
 
 import pandas as pd
 
-from reprogrid.catalogue import generation_factors, level_text, prepared_key
+from reprogrid.catalogue import generation_factors, late_factors, level_text, prepared_key
 from reprogrid.config import Config
 from reprogrid.errors import UserError
 from reprogrid.io import short_hash
@@ -27,6 +27,7 @@ def generation_params(cfg: Config, levels: dict) -> dict:
         p["temperature"] = None
     if not p["chat_template"]:
         p["system_prompt"] = None
+        p["template_family"] = None
     if "ruler_cwe" not in cfg.ruler["tasks"]:
         p["cwe_oneshot"] = None
     p["sizing_tokenizer"] = p["model"] if p["tokenizer"] == "model" else p["tokenizer"]
@@ -35,8 +36,9 @@ def generation_params(cfg: Config, levels: dict) -> dict:
 
 def generation_id(cfg: Config, params: dict) -> str:
     ruler = cfg.ruler
+    late = late_factors()
     key = {
-        "params": params,
+        "params": {k: v for k, v in params.items() if not (k in late and v in (None, late[k]))},
         "model_entry": cfg.models[params["model"]],
         "tokenizer_entry": cfg.tokenizers.get(params["tokenizer"]),
         "tasks": list(ruler["tasks"]),
