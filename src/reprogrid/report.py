@@ -20,7 +20,8 @@ percentages of the explained, between-cell spread (Shapley / v_all). Scores are 
 (percent of items correct; cells on the percent scale are converted, never mixed). Every interval is a
 95 % percentile bootstrap; an estimate and its interval are rounded to the same number of decimals,
 set by the interval's half-width (one significant digit). Score intervals resample items jointly across
-cells (seeded by the study seed), and apply each cell's own aggregation (task_mean or item_mean).
+cells, each task keeping its item count, and apply each cell's own aggregation (task_mean or item_mean):
+``stats.ItemBootstrap.from_tables`` seeded by the study seed, the bootstrap the claims verdicts use.
 
 Output is deterministic: two runs on the same inputs give byte-identical ``summary.md`` and figures;
 only the HTML's "generated at" provenance line changes (it honours ``SOURCE_DATE_EPOCH``).
@@ -43,9 +44,10 @@ import numpy as np
 import pandas as pd
 
 from reprogrid.errors import UserError
-from reprogrid.catalogue import OFFLINE_TASKS, factor_catalogue
+from reprogrid.catalogue import OFFLINE_TASKS, factor_catalogue, level_sort_key, level_text
 from reprogrid.io import atomic_path
 from reprogrid.provenance import code_version
+from reprogrid.stats import ItemBootstrap, fraction_scores
 
 TEMPLATES = Path(__file__).with_name("templates")
 LEVEL = 0.95
@@ -168,12 +170,7 @@ class Est:
         return self.full
 
 
-def fmt_level(v: Any) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
+fmt_level = level_text
 
 
 def fmt_bytes_mb(mb: float) -> str:
@@ -361,88 +358,13 @@ def load_inputs(cfg, results: Path) -> Inputs:
 # analysis
 
 
-def fraction_scores(df: pd.DataFrame, col: str = "score") -> pd.Series:
-    s = pd.to_numeric(df[col], errors="coerce").astype(float)
-    if "scale" in df.columns:
-        s = s.where(df["scale"].astype(str) != "percent", s / 100.0)
-    return s
-
-
-class CellBootstrap:
-    """Cell scores (fraction scale) and their item-bootstrap replicates, items resampled jointly.
-
-    Each cell is re-aggregated the way the scoring step does it: ``task_mean`` = mean of per-task means,
-    ``item_mean`` = mean over items. Row 0 of ``reps`` is the point estimate (every item once).
-    """
-
-    def __init__(self, samples: pd.DataFrame, cell_ids: list[str], aggregation: dict[str, str], n_boot: int,
-                 seed: int):
-        if not {"cell_id", "item_id", "score"} <= set(samples.columns):
-            samples = pd.DataFrame(columns=["cell_id", "item_id", "score", "task"])
-        s = samples[samples["cell_id"].astype(str).isin(set(cell_ids))]
-        s = s.assign(_y=fraction_scores(s), _cell=s["cell_id"].astype(str),
-                     _task=s["task"].astype(str) if "task" in s.columns else "all")
-        s = s.assign(_item=s["_task"] + "\x1f" + s["item_id"].astype(str))
-        s = s[s["_y"].notna()]
-        self.cells = [c for c in cell_ids if c in set(s["_cell"])]
-        items = sorted(s["_item"].unique())
-        mat = s.pivot_table(index="_cell", columns="_item", values="_y", aggfunc="mean").reindex(
-            index=self.cells, columns=items)
-        S = mat.to_numpy(float)
-        valid = ~np.isnan(S)
-        S0 = np.where(valid, S, 0.0)
-        item_task = np.array([i.split("\x1f", 1)[0] for i in items])
-        n = len(items)
-        rng = np.random.default_rng(seed)
-        W = np.ones((n_boot + 1, n))
-        if n_boot > 0 and n > 0:
-            idx = rng.integers(0, n, size=(n_boot, n))
-            counts = np.zeros((n_boot, n))
-            np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-            W[1:] = counts
-        C = len(self.cells)
-        tasks = sorted(set(item_task))
-        num_t = np.zeros((len(tasks), n_boot + 1, C))
-        den_t = np.zeros((len(tasks), n_boot + 1, C))
-        for k, t in enumerate(tasks):
-            m = item_task == t
-            num_t[k] = W[:, m] @ S0[:, m].T
-            den_t[k] = W[:, m] @ valid[:, m].T.astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            item_mean = num_t.sum(0) / den_t.sum(0)
-            per_task = num_t / den_t
-            task_mean = np.nanmean(np.where(den_t > 0, per_task, np.nan), axis=0) if len(tasks) else item_mean
-        use_task = np.array([aggregation.get(c, "task_mean") == "task_mean" for c in self.cells])
-        self.reps = np.where(use_task[None, :], task_mean, item_mean)
-        self.pos = {c: i for i, c in enumerate(self.cells)}
-        self.n_boot = n_boot
-
-    def estimate(self, cell_ids) -> Est:
-        cols = [self.pos[c] for c in cell_ids if c in self.pos]
-        if not cols:
-            return Est(float("nan"))
-        r = np.nanmean(self.reps[:, cols], axis=1)
-        if self.n_boot > 1:
-            b = r[1:][np.isfinite(r[1:])]
-            lo, hi = (np.percentile(b, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2]) if len(b) else (None, None))
-        else:
-            lo = hi = None
-        return Est(float(r[0]), None if lo is None else float(lo), None if hi is None else float(hi))
-
-
 def _level_order(cfg, factor: str, values) -> list:
     present = list(dict.fromkeys(values))
     wanted = [fmt_level(v) for v in cfg.factors.get(factor, [])]
     key = {fmt_level(v): v for v in present}
     ordered = [key[w] for w in wanted if w in key]
     rest = [v for v in present if fmt_level(v) not in wanted]
-
-    def natural(v):
-        try:
-            return (0, float(v), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(v))
-    return ordered + sorted(rest, key=natural)
+    return ordered + sorted(rest, key=level_sort_key)
 
 
 @dataclass
@@ -474,10 +396,14 @@ class Report:
         self.failed = cells[cells["status"].astype(str) != "ok"]
         self.factors = [f for f in self.cfg.listed if f in cells.columns]
         self.varying = [f for f in self.factors if self.ok[f].nunique(dropna=True) > 1]
-        default_agg = self.cfg.factors.get("aggregation", ["task_mean"])[0]
-        agg = (dict(zip(cells["cell_id"], cells["aggregation"].astype(str))) if "aggregation" in cells.columns
-               else {c: default_agg for c in cells["cell_id"]})
-        self.boot = CellBootstrap(inp.samples, list(self.ok["cell_id"]), agg, n_boot, self.cfg.seed)
+        if "aggregation" not in cells.columns:  # a fixed level is not a column: every cell takes it
+            cells = cells.assign(aggregation=self.cfg.factors.get("aggregation", ["task_mean"])[0])
+        self._boot = ItemBootstrap.from_tables(inp.samples, cells, n_boot, self.cfg.seed, LEVEL)
+
+    def estimate(self, cell_ids) -> Est:
+        """The equal-weight mean score of these cells with its item-bootstrap interval (stats.ItemBootstrap)."""
+        e = self._boot.estimate(cell_ids)
+        return Est(e.value, e.low, e.high)
 
     # ---- study ----------------------------------------------------------------------------------
 
@@ -620,7 +546,7 @@ class Report:
         for f in self.varying:
             for lv in _level_order(self.cfg, f, self.ok[f].dropna().tolist()):
                 ids = self.ok.loc[self.ok[f].map(fmt_level) == fmt_level(lv), "cell_id"].tolist()
-                e = self.boot.estimate(ids)
+                e = self.estimate(ids)
                 rows.append({"factor": f, "level": fmt_level(lv), "n_cells": len(ids), "score": e.value,
                              "ci_low": e.lo, "ci_high": e.hi, "est": e})
         return pd.DataFrame(rows, columns=["factor", "level", "n_cells", "score", "ci_low", "ci_high", "est"])
@@ -641,7 +567,7 @@ class Report:
             sub = self.ok[m]
             for L in _level_order(self.cfg, "context_length", sub["context_length"].tolist()):
                 ids = sub.loc[sub["context_length"] == L, "cell_id"].tolist()
-                e = self.boot.estimate(ids)
+                e = self.estimate(ids)
                 rows.append({**dict(zip(groups, key)), "context_length": int(L), "n_cells": len(ids),
                              "score": e.value, "ci_low": e.lo, "ci_high": e.hi, "est": e})
         return pd.DataFrame(rows)
@@ -650,7 +576,7 @@ class Report:
         rows = []
         for r in self.cells.itertuples(index=False):
             d = r._asdict()
-            e = self.boot.estimate([d["cell_id"]]) if d["status"] == "ok" else Est(float("nan"))
+            e = self.estimate([d["cell_id"]]) if d["status"] == "ok" else Est(float("nan"))
             rows.append({"cell_id": d["cell_id"], **{f: fmt_level(d[f]) for f in self.factors},
                          "generation_id": d.get("generation_id", ""), "status": d["status"],
                          "score": fraction_scores(pd.DataFrame([d])).iloc[0] if d["status"] == "ok" else np.nan,
