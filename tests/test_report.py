@@ -139,6 +139,46 @@ def test_render_twice_gives_identical_outputs(rendered, tmp_path):
             assert p.read_bytes() == paths[key].read_bytes(), key
 
 
+def test_score_intervals_are_the_stats_item_bootstrap(rendered):
+    """The report's score intervals are stats.ItemBootstrap.from_tables over the same tables with the study
+    seed (the bootstrap the claims verdicts use), so both print the same interval for the same reading."""
+    import pandas as pd
+
+    from reprogrid.catalogue import level_text
+    from reprogrid.layout import Layout
+    from reprogrid.stats import ItemBootstrap
+
+    L = Layout(rendered["results"])
+    samples, cells = pd.read_parquet(L.samples), pd.read_parquet(L.cells)
+    boot = ItemBootstrap.from_tables(samples, cells, N_BOOT, rendered["cfg"].seed)
+    ok = cells[cells["status"] == "ok"]
+    me = pd.read_csv(L.report_table("main_effects"), dtype={"level": str})
+    assert len(me) == 11
+    for r in me.itertuples(index=False):
+        e = boot.estimate(ok.loc[ok[r.factor].map(level_text) == r.level, "cell_id"])
+        assert (r.score, r.ci_low, r.ci_high) == pytest.approx((e.value, e.low, e.high), rel=1e-5), r
+    per_cell = pd.read_csv(L.report_table("cells")).set_index("cell_id")
+    for cid in ok["cell_id"][:5]:
+        e = boot.estimate([cid])
+        assert (per_cell.loc[cid, "ci_low"], per_cell.loc[cid, "ci_high"]) == pytest.approx((e.low, e.high), rel=1e-5)
+
+
+def test_inputs_are_read_from_the_layout(rendered):
+    """The loader reads the paths layout.Layout gives (the ones the Snakefile's report rule declares)."""
+    from reprogrid.layout import Layout
+    from reprogrid.report import load_inputs
+
+    L = Layout(rendered["results"])
+    inp = load_inputs(rendered["cfg"], rendered["results"])
+    tables = [L.cells, L.samples, L.shares, L.shares_json, L.findings, L.verdicts, L.claim_cells, L.specdec_table]
+    assert set(inp.checksums) == {L.rel(p) for p in tables}
+    assert inp.verdicts is not None and inp.disparity is not None and inp.grid is not None
+    assert sorted(inp.manifests) == sorted(p.name[: -len(".manifest.json")]
+                                           for p in Path(L.generations_root).glob("*.manifest.json"))
+    assert set(inp.models) == set(inp.manifests) and inp.generations
+    assert set(inp.benchmarks["rule"]) >= {"generate", "prepare_model"}
+
+
 def test_missing_optional_inputs_are_noted_not_fatal(tmp_path):
     cfg_path, results = make_results(tmp_path, with_claims=True, with_specdec=False, failed_cells=0, truncated=0)
     for d in ("generations", "models", "benchmarks"):

@@ -51,6 +51,10 @@ class Layout:
     def prepared_model(self, pkey: str = _w("pkey")) -> str:
         return self._p("models", pkey)
 
+    def prepared_model_info(self, pkey: str = _w("pkey")) -> str:
+        """The provenance JSON inside a prepared model's folder (source, checksums, quantization)."""
+        return self._p("models", pkey, "reprogrid_model.json")
+
     def tokenizer(self, tok: str = _w("tok")) -> str:
         return self._p("tokenizers", tok)
 
