@@ -21,9 +21,12 @@ from reprogrid.specdec.acceptance import analytic_acceptance  # noqa: E402
 from reprogrid.specdec.disparity import disparity  # noqa: E402
 from reprogrid.specdec.hooks import fixed_draft_length, record_verifier_steps  # noqa: E402
 from reprogrid.specdec.measure import measure_assisted  # noqa: E402
+from reprogrid.specdec.pairs import (NOT_MEASURED, check_pair, pair_problem, refusal, size_problem,  # noqa: E402
+                                     tokenizer_problem)
 from reprogrid.specdec.prompts import encode_prompt, load_prompts, validate_prompts, workload_order  # noqa: E402
 from reprogrid.specdec.study import STUDY_COLUMNS, run_study  # noqa: E402
-from reprogrid.specdec.theory import expected_speedup, expected_tokens_per_step, replay_greedy_steps, summarize_steps  # noqa: E402
+from reprogrid.specdec.theory import (expected_speedup, expected_tokens_per_step, replay_greedy_steps,  # noqa: E402
+                                      summarize_steps)
 from reprogrid.errors import UserError  # noqa: E402
 
 torch.set_num_threads(1)
@@ -203,6 +206,24 @@ def test_vocab_padding_and_mismatch(tok, verifier):
         measure_assisted(verifier, padded, tok, prompt, 4, 8)
     with pytest.raises(UserError, match="temperature"):
         analytic_acceptance(verifier, verifier, prompt, cont, temperature=0)
+
+
+def test_one_refusal_for_every_vocabulary_mismatch(tmp_path, tok, verifier):
+    """Loaded models, LM-head padding, model directories and tokenizers: one refusal text, from pairs.refusal."""
+    wide = copy.deepcopy(verifier)
+    wide.resize_token_embeddings(VOCAB + 16)
+    sizes = size_problem(VOCAB, VOCAB + 16)
+    assert sizes == f"verifier vocabulary {VOCAB} != drafter vocabulary {VOCAB + 16}: {NOT_MEASURED}"
+    assert size_problem(VOCAB, VOCAB) is None and size_problem(None, VOCAB) is None
+    with pytest.raises(UserError) as exc:
+        check_pair(verifier, wide)
+    assert str(exc.value) == f"vocab: {sizes}"
+    assert tokenizer_problem({"a": 0}, {"a": 0}) is None
+    assert tokenizer_problem({"a": 0}, {"b": 0}) == refusal("verifier and drafter tokenizers differ")
+    for m, name in ((verifier, "v"), (wide, "wide")):
+        m.save_pretrained(tmp_path / name)
+    assert pair_problem(tmp_path / "v", tmp_path / "wide") == sizes
+    assert pair_problem(tmp_path / "v", tmp_path / "v") is None
 
 
 # ---------------------------------------------------------------------------------------------- assisted
