@@ -15,7 +15,10 @@ import time
 
 import torch
 
-from reprogrid import specdec as sd
+from reprogrid.specdec.disparity import disparity
+from reprogrid.specdec.pairs import load_pair
+from reprogrid.specdec.prompts import MIXES, load_prompts
+from reprogrid.specdec.study import run_study
 
 
 def tiny_pair(noise: float = 0.03):
@@ -54,22 +57,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.verifier:
-        verifier, drafter, tok = sd._load_pair(args.verifier, args.drafter)
+        verifier, drafter, tok = load_pair(args.verifier, args.drafter)
         stop_at_eos = True
     else:
         verifier, drafter, tok = tiny_pair()
         stop_at_eos = False  # random models emit EOS at random; fixed lengths make the comparison cleaner
     prompts, seen = [], {}
-    for p in sd.load_prompts():
+    for p in load_prompts():
         if seen.get(p["task"], 0) < args.per_task:
             prompts.append(p)
             seen[p["task"]] = seen.get(p["task"], 0) + 1
 
     frames = []
-    for mix in sd.MIXES:
+    for mix in MIXES:
         t0 = time.perf_counter()
-        df = sd.run_study(verifier, drafter, tok, prompts, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                          mix=mix, chat_template=args.chat_template, stop_at_eos=stop_at_eos)
+        df = run_study(verifier, drafter, tok, prompts, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
+                       mix=mix, chat_template=args.chat_template, stop_at_eos=stop_at_eos)
         print(f"mix={mix}: {len(df)} prompts in {time.perf_counter() - t0:.1f} s")
         frames.append(df)
     import pandas as pd
@@ -81,7 +84,7 @@ def main() -> None:
     print("greedy outputs identical:", bool(df["outputs_identical"].all()),
           "| replay == recorded steps:", bool(df["replay_matches_observed"].all()))
     for value in ("tokens_per_step", "speedup_measured"):
-        d = sd.disparity(df[df["mix"] == "single"], value=value, n_boot=1000)
+        d = disparity(df[df["mix"] == "single"], value=value, n_boot=1000)
         print(f"{value}: max/min {d['max_min_ratio']:.3f} {d['max_min_ratio_ci']}, cv {d['cv']:.3f}, "
               f"ce_variance {d['ce_variance']:.4f}")
 

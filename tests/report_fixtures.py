@@ -198,7 +198,9 @@ def _write_attribution(results: Path, seed: int, samples: pd.DataFrame, cells: p
 
 
 def _specdec(results: Path, rng) -> None:
-    from reprogrid.specdec import STUDY_COLUMNS, disparity, expected_speedup, expected_tokens_per_step
+    from reprogrid.specdec.disparity import disparity
+    from reprogrid.specdec.study import STUDY_COLUMNS
+    from reprogrid.specdec.theory import expected_speedup, expected_tokens_per_step
 
     rows = []
     tasks = {"niah_single_1": 0.82, "ruler_cwe": 0.61, "ruler_vt": 0.74}

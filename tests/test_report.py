@@ -214,7 +214,7 @@ def test_specdec_rows_are_per_pair_when_pairs_differ(tmp_path):
     disparity; the pooled disparity is labelled as mixing them."""
     import pandas as pd
 
-    from reprogrid.specdec import disparity
+    from reprogrid.specdec.disparity import disparity
 
     cfg_path, results = make_results(tmp_path, with_claims=False, failed_cells=0, truncated=0)
     d = results / "specdec"

@@ -17,7 +17,16 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from reprogrid import specdec as sd  # noqa: E402
+from reprogrid.specdec.acceptance import analytic_acceptance  # noqa: E402
+from reprogrid.specdec.disparity import disparity  # noqa: E402
+from reprogrid.specdec.hooks import fixed_draft_length, record_verifier_steps  # noqa: E402
+from reprogrid.specdec.measure import measure_assisted  # noqa: E402
+from reprogrid.specdec.pairs import (NOT_MEASURED, check_pair, pair_problem, refusal, size_problem,  # noqa: E402
+                                     tokenizer_problem)
+from reprogrid.specdec.prompts import encode_prompt, load_prompts, validate_prompts, workload_order  # noqa: E402
+from reprogrid.specdec.study import STUDY_COLUMNS, run_study  # noqa: E402
+from reprogrid.specdec.theory import (expected_speedup, expected_tokens_per_step, replay_greedy_steps,  # noqa: E402
+                                      summarize_steps)
 from reprogrid.errors import UserError  # noqa: E402
 
 torch.set_num_threads(1)
@@ -97,58 +106,58 @@ PROMPTS = ["The quick brown fox", "def fib(n):", "Bonjour, comment", "Summarize:
 
 
 def test_leviathan_reference_value():
-    assert round(sd.expected_speedup(0.8, 5, 0.0), 2) == 3.69
-    assert sd.expected_tokens_per_step(0.8, 5) == pytest.approx((1 - 0.8 ** 6) / 0.2, rel=1e-12)
-    assert sd.expected_speedup(0.8, 5, 0.05) == pytest.approx(3.68928 / 1.25, rel=1e-5)
+    assert round(expected_speedup(0.8, 5, 0.0), 2) == 3.69
+    assert expected_tokens_per_step(0.8, 5) == pytest.approx((1 - 0.8 ** 6) / 0.2, rel=1e-12)
+    assert expected_speedup(0.8, 5, 0.05) == pytest.approx(3.68928 / 1.25, rel=1e-5)
 
 
 def test_alpha_limits_and_monotonicity():
     for gamma in (1, 4, 7):
-        assert sd.expected_tokens_per_step(1.0, gamma) == gamma + 1
-        assert sd.expected_tokens_per_step(1 - 1e-9, gamma) == pytest.approx(gamma + 1, rel=1e-6)
-        assert sd.expected_tokens_per_step(0.0, gamma) == 1.0
+        assert expected_tokens_per_step(1.0, gamma) == gamma + 1
+        assert expected_tokens_per_step(1 - 1e-9, gamma) == pytest.approx(gamma + 1, rel=1e-6)
+        assert expected_tokens_per_step(0.0, gamma) == 1.0
         grid = np.linspace(0, 1, 101)
-        values = sd.expected_tokens_per_step(grid, gamma)
+        values = expected_tokens_per_step(grid, gamma)
         assert values.shape == grid.shape and np.all(np.diff(values) > 0)
-        speed = sd.expected_speedup(grid, gamma, 0.1)
+        speed = expected_speedup(grid, gamma, 0.1)
         assert np.all(np.diff(speed) > 0)
     # more drafting helps at alpha near 1, hurts at alpha 0 when drafting costs time
-    assert sd.expected_speedup(0.95, 8, 0.02) > sd.expected_speedup(0.95, 2, 0.02)
-    assert sd.expected_speedup(0.0, 8, 0.1) < sd.expected_speedup(0.0, 2, 0.1) < 1
+    assert expected_speedup(0.95, 8, 0.02) > expected_speedup(0.95, 2, 0.02)
+    assert expected_speedup(0.0, 8, 0.1) < expected_speedup(0.0, 2, 0.1) < 1
 
 
 @pytest.mark.parametrize("gamma", [0, -1, 2.5, True, "4"])
 def test_bad_gamma(gamma):
     with pytest.raises(UserError, match="gamma"):
-        sd.expected_tokens_per_step(0.5, gamma)
+        expected_tokens_per_step(0.5, gamma)
 
 
 def test_bad_alpha_and_c():
     with pytest.raises(UserError, match="alpha"):
-        sd.expected_tokens_per_step(1.2, 4)
+        expected_tokens_per_step(1.2, 4)
     with pytest.raises(UserError, match="alpha"):
-        sd.expected_tokens_per_step(float("nan"), 4)
+        expected_tokens_per_step(float("nan"), 4)
     with pytest.raises(UserError, match="c:"):
-        sd.expected_speedup(0.5, 4, -0.1)
+        expected_speedup(0.5, 4, -0.1)
 
 
 def test_replay_and_step_summary_by_hand():
     m = [1, 1, 0, 1, 1, 1, 1, 0, 0, 1]
     # gamma 3, N = 10: t=0 run 2 -> (3,2), t=3 run 4 capped 3 -> (3,3), t=7 run 0 -> (2,0) [cap 10-7-1=2],
     # t=8 run 0 -> (1,0), t=9 drafted 0 -> (0,0)
-    steps = sd.replay_greedy_steps(m, 3)
+    steps = replay_greedy_steps(m, 3)
     assert steps == [(3, 2), (3, 3), (2, 0), (1, 0), (0, 0)]
     assert sum(a + 1 for _, a in steps) == len(m)
-    s = sd.summarize_steps(steps, 3)
+    s = summarize_steps(steps, 3)
     # A = 5, R = 3 (steps 1, 3, 4 rejected); step with 0 drafted is uninformative
     assert s["alpha_empirical"] == pytest.approx(5 / 8)
     assert s["tokens_per_step"] == pytest.approx(10 / 5)
     assert s["tokens_per_full_step"] == pytest.approx((3 + 4) / 2)
     # EOS: continuation of 4 tokens out of a budget of 10; the step holding the EOS is cropped
-    assert sd.replay_greedy_steps([1, 1, 1, 1], 3, max_new_tokens=10) == [(3, 3)]  # EOS is the bonus token
-    eos_steps = sd.replay_greedy_steps([1, 1, 1, 1], 5, max_new_tokens=10)
+    assert replay_greedy_steps([1, 1, 1, 1], 3, max_new_tokens=10) == [(3, 3)]  # EOS is the bonus token
+    eos_steps = replay_greedy_steps([1, 1, 1, 1], 5, max_new_tokens=10)
     assert eos_steps == [(5, 3)]  # 4 tokens in one step: 3 accepted + the EOS cropped, no bonus
-    assert math.isnan(sd.summarize_steps(eos_steps, 5, last_censored=True)["alpha_empirical"])
+    assert math.isnan(summarize_steps(eos_steps, 5, last_censored=True)["alpha_empirical"])
 
 
 # ---------------------------------------------------------------------------------------------- analytic
@@ -157,7 +166,7 @@ def test_replay_and_step_summary_by_hand():
 def test_identical_drafter_analytic_is_one(tok, verifier, twin):
     prompt = ids(tok, PROMPTS[0])
     cont = verifier.generate(prompt, max_new_tokens=24, do_sample=False)[0, prompt.shape[1]:]
-    an = sd.analytic_acceptance(verifier, twin, prompt, cont)
+    an = analytic_acceptance(verifier, twin, prompt, cont)
     assert an["n_positions"] == 24 and len(an["alphas"]) == 24
     assert an["alpha"] == pytest.approx(1.0, abs=1e-6)
     assert min(an["alphas"]) > 1 - 1e-6
@@ -170,7 +179,7 @@ def test_identical_drafter_analytic_is_one(tok, verifier, twin):
 def test_noisy_drafter_analytic(tok, verifier, drafter):
     prompt = ids(tok, PROMPTS[1])
     cont = verifier.generate(prompt, max_new_tokens=40, do_sample=False)[0, prompt.shape[1]:]
-    an = sd.analytic_acceptance(verifier, drafter, prompt, cont)
+    an = analytic_acceptance(verifier, drafter, prompt, cont)
     assert 0.5 < an["alpha"] < 1 and 0 < an["alpha_greedy"] < 1
     assert all(0 <= a <= 1 for a in an["alphas"])
     assert an["kl"] > 0 and an["cross_entropy"] > an["verifier_entropy"]
@@ -178,7 +187,7 @@ def test_noisy_drafter_analytic(tok, verifier, drafter):
     # alpha = 1 - TV; Pinsker: TV <= sqrt(KL / 2) holds per position, hence for the means (Jensen)
     assert 1 - an["alpha"] <= math.sqrt(an["kl"] / 2) + 1e-6
     # sharper distributions (lower temperature) change alpha but not argmax agreement
-    cold = sd.analytic_acceptance(verifier, drafter, prompt, cont, temperature=0.5)
+    cold = analytic_acceptance(verifier, drafter, prompt, cont, temperature=0.5)
     assert cold["alpha_greedy"] == an["alpha_greedy"] and cold["alpha"] != pytest.approx(an["alpha"])
 
 
@@ -186,17 +195,35 @@ def test_vocab_padding_and_mismatch(tok, verifier):
     padded = copy.deepcopy(verifier)
     padded.resize_token_embeddings(VOCAB + 8)  # same real rows, 8 more padding rows
     prompt, cont = ids(tok, "abc"), ids(tok, " defgh")
-    an = sd.analytic_acceptance(verifier, padded, prompt, cont, vocab_size=len(tok))
+    an = analytic_acceptance(verifier, padded, prompt, cont, vocab_size=len(tok))
     assert an["vocab_compared"] == len(tok)
     assert an["alpha"] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(UserError, match="vocab"):
-        sd.analytic_acceptance(verifier, padded, prompt, cont)  # size unknown: cannot tell padding
+        analytic_acceptance(verifier, padded, prompt, cont)  # size unknown: cannot tell padding
     with pytest.raises(UserError, match="different-tokenizer"):
-        sd.analytic_acceptance(verifier, padded, prompt, cont, vocab_size=VOCAB + 4)
+        analytic_acceptance(verifier, padded, prompt, cont, vocab_size=VOCAB + 4)
     with pytest.raises(UserError, match="different-tokenizer"):
-        sd.measure_assisted(verifier, padded, tok, prompt, 4, 8)
+        measure_assisted(verifier, padded, tok, prompt, 4, 8)
     with pytest.raises(UserError, match="temperature"):
-        sd.analytic_acceptance(verifier, verifier, prompt, cont, temperature=0)
+        analytic_acceptance(verifier, verifier, prompt, cont, temperature=0)
+
+
+def test_one_refusal_for_every_vocabulary_mismatch(tmp_path, tok, verifier):
+    """Loaded models, LM-head padding, model directories and tokenizers: one refusal text, from pairs.refusal."""
+    wide = copy.deepcopy(verifier)
+    wide.resize_token_embeddings(VOCAB + 16)
+    sizes = size_problem(VOCAB, VOCAB + 16)
+    assert sizes == f"verifier vocabulary {VOCAB} != drafter vocabulary {VOCAB + 16}: {NOT_MEASURED}"
+    assert size_problem(VOCAB, VOCAB) is None and size_problem(None, VOCAB) is None
+    with pytest.raises(UserError) as exc:
+        check_pair(verifier, wide)
+    assert str(exc.value) == f"vocab: {sizes}"
+    assert tokenizer_problem({"a": 0}, {"a": 0}) is None
+    assert tokenizer_problem({"a": 0}, {"b": 0}) == refusal("verifier and drafter tokenizers differ")
+    for m, name in ((verifier, "v"), (wide, "wide")):
+        m.save_pretrained(tmp_path / name)
+    assert pair_problem(tmp_path / "v", tmp_path / "wide") == sizes
+    assert pair_problem(tmp_path / "v", tmp_path / "v") is None
 
 
 # ---------------------------------------------------------------------------------------------- assisted
@@ -206,7 +233,7 @@ def test_hooks_are_scoped_and_restored(verifier, drafter):
     before = (drafter.generation_config.num_assistant_tokens,
               drafter.generation_config.num_assistant_tokens_schedule,
               drafter.generation_config.assistant_confidence_threshold)
-    with sd.fixed_draft_length(drafter, 3), sd.record_verifier_steps(verifier) as steps:
+    with fixed_draft_length(drafter, 3), record_verifier_steps(verifier) as steps:
         assert drafter.generation_config.num_assistant_tokens == 3
         assert "_get_candidate_generator" in vars(verifier)
     assert steps == []
@@ -215,11 +242,11 @@ def test_hooks_are_scoped_and_restored(verifier, drafter):
             drafter.generation_config.num_assistant_tokens_schedule,
             drafter.generation_config.assistant_confidence_threshold) == before
     with pytest.raises(UserError, match="gamma"):
-        sd.measure_assisted(verifier, drafter, None, torch.tensor([[1, 2, 3]]), 0, 8)
+        measure_assisted(verifier, drafter, None, torch.tensor([[1, 2, 3]]), 0, 8)
 
 
 def test_identical_drafter_accepts_everything(tok, verifier, twin):
-    m = sd.measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[2]), gamma=4, max_new_tokens=20,
+    m = measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[2]), gamma=4, max_new_tokens=20,
                             stop_at_eos=False, timing_steps=2)
     assert m["outputs_identical"] is True and m["new_tokens"] == 20
     assert m["steps"] == [(4, 4)] * 4  # 20 tokens = 4 steps of gamma + 1
@@ -233,7 +260,7 @@ def test_identical_drafter_accepts_everything(tok, verifier, twin):
 
 @pytest.fixture(scope="module")
 def greedy_runs(tok, verifier, drafter):
-    return [sd.measure_assisted(verifier, drafter, tok, ids(tok, p), gamma=4, max_new_tokens=60,
+    return [measure_assisted(verifier, drafter, tok, ids(tok, p), gamma=4, max_new_tokens=60,
                                 stop_at_eos=False, timing_steps=2) for p in PROMPTS]
 
 
@@ -271,7 +298,7 @@ def test_tokens_per_step_match_theory(greedy_runs):
     full = [a + 1 for m in greedy_runs for d, a in m["steps"] if d == gamma]
     n = len(full)
     observed = float(np.mean(full))
-    expected = sd.expected_tokens_per_step(alpha, gamma)
+    expected = expected_tokens_per_step(alpha, gamma)
     k = np.arange(gamma + 1)
     pk = np.where(k < gamma, alpha ** k * (1 - alpha), alpha ** gamma)
     sd_iid = math.sqrt(float(np.sum(pk * (k + 1) ** 2) - np.sum(pk * (k + 1)) ** 2))
@@ -279,7 +306,7 @@ def test_tokens_per_step_match_theory(greedy_runs):
     assert 0.4 < alpha < 0.95 and n >= 60
     assert abs(observed - expected) < tol, (observed, expected, tol, alpha, n)
     alpha_analytic = float(np.mean([x for m in greedy_runs for x in m["analytic"]["alphas"]]))
-    assert abs(observed - sd.expected_tokens_per_step(alpha_analytic, gamma)) > tol  # the wrong alpha is detectable
+    assert abs(observed - expected_tokens_per_step(alpha_analytic, gamma)) > tol  # the wrong alpha is detectable
     # the censored-geometric estimate A / (A + R) recovers the match rate
     a_tot = sum(a for m in greedy_runs for d, a in m["steps"] if d > 0)
     r_tot = sum(1 for m in greedy_runs for d, a in m["steps"] if 0 < d and a < d)
@@ -292,7 +319,7 @@ def test_speculative_sampling_matches_analytic_alpha(tok, verifier, drafter):
     Pooled over 3 prompts x 80 tokens (about 200 accept/reject events): the binomial standard error of A / (A + R)
     is about 0.03, so 0.1 is more than 3 standard errors.
     """
-    runs = [sd.measure_assisted(verifier, drafter, tok, ids(tok, p), gamma=3, max_new_tokens=80, do_sample=True,
+    runs = [measure_assisted(verifier, drafter, tok, ids(tok, p), gamma=3, max_new_tokens=80, do_sample=True,
                                 temperature=0.7, seed=3, stop_at_eos=False, timing_steps=1) for p in PROMPTS[:3]]
     m = runs[0]
     assert m["decoding"] == "sample" and m["temperature"] == 0.7 and m["drafter_temperature"] == 0.7
@@ -303,7 +330,7 @@ def test_speculative_sampling_matches_analytic_alpha(tok, verifier, drafter):
     r_tot = sum(1 for r in runs for d, a in r["steps"] if 0 < d and a < d)
     alpha = float(np.mean([x for r in runs for x in r["analytic"]["alphas"]]))
     assert a_tot / (a_tot + r_tot) == pytest.approx(alpha, abs=0.1)
-    again = sd.measure_assisted(verifier, drafter, tok, ids(tok, PROMPTS[0]), gamma=3, max_new_tokens=80,
+    again = measure_assisted(verifier, drafter, tok, ids(tok, PROMPTS[0]), gamma=3, max_new_tokens=80,
                                 do_sample=True, temperature=0.7, seed=3, stop_at_eos=False, timing_steps=1,
                                 analytic=False)
     assert again["assisted_ids"] == m["assisted_ids"] and again["steps"] == m["steps"]  # seeded
@@ -313,21 +340,21 @@ def test_sampling_with_identical_drafter_and_library_temperature(tok, verifier, 
     """transformers 5.23 applies the temperature twice to the drafter; ``once`` (default) restores the textbook."""
     kw = dict(gamma=3, max_new_tokens=60, do_sample=True, temperature=0.7, seed=5, stop_at_eos=False,
               timing_steps=1)
-    once = sd.measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[4]), **kw)
+    once = measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[4]), **kw)
     assert once["alpha_empirical"] == 1.0 and all(a == d for d, a in once["steps"])
-    lib = sd.measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[4]), drafter_warpers_mode="library", **kw)
+    lib = measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[4]), drafter_warpers_mode="library", **kw)
     assert lib["drafter_temperature"] == pytest.approx(0.49)  # 0.7 twice
     assert lib["analytic"]["alpha"] < 1 and lib["alpha_empirical"] < 1  # an identical drafter gets rejected
     assert "_get_candidate_generator" not in vars(verifier)
     with pytest.raises(UserError, match="drafter_warpers"):
-        sd.measure_assisted(verifier, twin, tok, ids(tok, "x"), drafter_warpers_mode="twice", **kw)
+        measure_assisted(verifier, twin, tok, ids(tok, "x"), drafter_warpers_mode="twice", **kw)
 
 
 def test_pad_token_in_output_does_not_corrupt_drafter(tok, verifier, twin):
     """A generated token equal to the checkpoint's pad id must not be masked in the drafter (see
     ``_generation_kwargs``): with an identical drafter every draft is accepted even after such a token."""
     pad = verifier.generation_config.pad_token_id  # 256, a token the random models do emit
-    m = sd.measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[0]), gamma=3, max_new_tokens=80, do_sample=True,
+    m = measure_assisted(verifier, twin, tok, ids(tok, PROMPTS[0]), gamma=3, max_new_tokens=80, do_sample=True,
                             temperature=1.0, seed=3, stop_at_eos=False, timing_steps=1, analytic=False)
     assert pad in m["assisted_ids"][:-8]
     assert m["alpha_empirical"] == 1.0
@@ -338,18 +365,18 @@ def test_pad_token_in_output_does_not_corrupt_drafter(tok, verifier, twin):
 
 
 def test_builtin_prompts_and_mix():
-    prompts = sd.load_prompts()
+    prompts = load_prompts()
     tasks = pd.Series([p["task"] for p in prompts]).value_counts()
     assert set(tasks.index) == {"code", "math", "translation_fr", "summarization", "qa", "chat"}
     assert tasks.min() >= 3 and tasks.max() <= 5
-    single = sd.workload_order(prompts, "single")
-    inter = sd.workload_order(prompts, "interleaved")
+    single = workload_order(prompts, "single")
+    inter = workload_order(prompts, "interleaved")
     assert [p["position"] for p in single] == list(range(len(prompts)))
     assert [p["task"] for p in single[:4]] == ["code"] * 4
     assert [p["task"] for p in inter[:6]] == ["code", "math", "translation_fr", "summarization", "qa", "chat"]
     assert sorted(p["prompt_id"] for p in inter) == sorted(p["prompt_id"] for p in prompts)
     with pytest.raises(UserError, match="mix"):
-        sd.workload_order(prompts, "random")
+        workload_order(prompts, "random")
 
 
 def test_prompt_validation(tmp_path):
@@ -361,24 +388,24 @@ def test_prompt_validation(tmp_path):
     ]
     for prompts in bad:
         with pytest.raises(UserError):
-            sd.validate_prompts(prompts)
+            validate_prompts(prompts)
     path = tmp_path / "p.jsonl"
     path.write_text('{"task": "a", "prompt_id": "1", "text": "x"}\nnot json\n')
     with pytest.raises(UserError, match="line 2"):
-        sd.load_prompts(path)
+        load_prompts(path)
     with pytest.raises(UserError, match="cannot read"):
-        sd.load_prompts(tmp_path / "missing.jsonl")
+        load_prompts(tmp_path / "missing.jsonl")
 
 
 def test_run_study_rows(tok, verifier, drafter):
-    prompts = [p for p in sd.load_prompts() if p["task"] in ("code", "qa")][:2] + [
-        p for p in sd.load_prompts() if p["task"] == "qa"][:2]
+    prompts = [p for p in load_prompts() if p["task"] in ("code", "qa")][:2] + [
+        p for p in load_prompts() if p["task"] == "qa"][:2]
     prompts.append({"task": "chat", "prompt_id": "chat-m", "messages": [
         {"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"},
         {"role": "user", "content": "How are you?"}]})
-    df, steps = sd.run_study(verifier, drafter, tok, prompts, gamma=3, max_new_tokens=16, mix="interleaved",
+    df, steps = run_study(verifier, drafter, tok, prompts, gamma=3, max_new_tokens=16, mix="interleaved",
                              timing_steps=1, return_steps=True)
-    assert list(df.columns) == sd.STUDY_COLUMNS
+    assert list(df.columns) == STUDY_COLUMNS
     assert len(df) == len(prompts) and df["position"].tolist() == list(range(len(prompts)))
     assert df["task"].tolist()[:3] == ["code", "qa", "chat"]
     assert (df["mix"] == "interleaved").all() and (df["gamma"] == 3).all() and (df["decoding"] == "greedy").all()
@@ -387,12 +414,12 @@ def test_run_study_rows(tok, verifier, drafter):
         assert df[col].notna().all(), col
     assert steps.groupby("prompt_id").apply(lambda g: (g["accepted"] + 1).sum(), include_groups=False).to_dict() \
         == df.set_index("prompt_id")["new_tokens"].to_dict()
-    chat_prompt = sd.encode_prompt(tok, prompts[-1])
+    chat_prompt = encode_prompt(tok, prompts[-1])
     assert tok.decode(chat_prompt[0]).endswith("<|im_start|>assistant\n")
-    wrapped = sd.encode_prompt(tok, {"task": "t", "prompt_id": "x", "text": "Hi"}, chat_template=True)
+    wrapped = encode_prompt(tok, {"task": "t", "prompt_id": "x", "text": "Hi"}, chat_template=True)
     assert tok.decode(wrapped[0]) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     with pytest.raises(UserError, match="decoding"):
-        sd.run_study(verifier, drafter, tok, prompts, decoding="beam")
+        run_study(verifier, drafter, tok, prompts, decoding="beam")
 
 
 # ---------------------------------------------------------------------------------------------- disparity
@@ -404,7 +431,7 @@ def test_disparity_known_values():
         "speedup_measured": [1.0] * 3 + [2.0] * 3 + [3.0] * 3,
         "cross_entropy": [0.5] * 3 + [1.5] * 3 + [1.0] * 3,
     })
-    d = sd.disparity(df, n_boot=200, seed=1)
+    d = disparity(df, n_boot=200, seed=1)
     assert d["groups"]["b"]["mean"] == 2.0 and d["groups"]["b"]["n"] == 3
     assert d["groups"]["b"]["ci_low"] == d["groups"]["b"]["ci_high"] == 2.0  # no within-task spread
     assert d["max_min_ratio"] == 3.0 and d["max_group"] == "c" and d["min_group"] == "a"
@@ -419,8 +446,8 @@ def test_disparity_bootstrap_intervals():
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"task": np.repeat(["x", "y"], 40),
                        "speedup_measured": np.r_[rng.normal(1.5, 0.2, 40), rng.normal(2.0, 0.2, 40)]})
-    d1 = sd.disparity(df, n_boot=1000, seed=7)
-    d2 = sd.disparity(df, n_boot=1000, seed=7)
+    d1 = disparity(df, n_boot=1000, seed=7)
+    d2 = disparity(df, n_boot=1000, seed=7)
     assert d1 == d2  # seeded
     for g in ("x", "y"):
         s = d1["groups"][g]
@@ -431,9 +458,9 @@ def test_disparity_bootstrap_intervals():
     assert lo < d1["max_min_ratio"] < hi
     assert d1["ce_variance"] is None  # no cross_entropy column
     with pytest.raises(UserError, match="column"):
-        sd.disparity(df, value="nope")
+        disparity(df, value="nope")
     with pytest.raises(UserError, match="finite"):
-        sd.disparity(df.assign(speedup_measured=np.nan))
+        disparity(df.assign(speedup_measured=np.nan))
 
 
 # ---------------------------------------------------------------------------------------------- CLI

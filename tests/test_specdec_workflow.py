@@ -24,7 +24,8 @@ from reprogrid.errors import UserError
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from reprogrid import specdec as sd  # noqa: E402
+from reprogrid.specdec.cells import CELL_COLUMNS, study_cells, study_settings  # noqa: E402
+from reprogrid.specdec.study import STEP_COLUMNS, STUDY_COLUMNS  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -98,23 +99,23 @@ def test_bad_section_through_the_real_command(tmp_path):
 def test_shipped_study_configs_cells_and_defaults(monkeypatch):
     monkeypatch.chdir(REPO)
     off = load_study("configs/studies/specdec_offline.yaml")
-    cells = sd.study_cells(off)
+    cells = study_cells(off)
     assert len(cells) == 2 * 1 * 1 * 2 * 1  # pairs x gamma x decoding x mix x chat
     keys = {(c["verifier_key"], c["drafter_key"]) for c in cells.values()}
     assert keys == {("qwen25-coder-1.5b-instruct--source", "qwen25-coder-0.5b-instruct--source"),
                     ("qwen25-coder-1.5b-instruct--source", "qwen25-coder-1.5b-instruct--q4_0")}
     gpu = load_study("configs/studies/specdec_gpu.yaml")
-    s = sd.study_settings(gpu)
+    s = study_settings(gpu)
     assert {p["name"]: p["on_vocab_mismatch"] for p in s["pairs"]}["0.5b-drafts-7b"] == "skip"
-    assert {c["backend"] for c in sd.study_cells(gpu).values()} == {"hf", "vllm"}
+    assert {c["backend"] for c in study_cells(gpu).values()} == {"hf", "vllm"}
     # defaults come from the schema; pair names default to <drafter>[.level]-drafts-<verifier>[.level]
     raw = {"models": {"a": {}, "b": {}}, "specdec": {"pairs": [{"verifier": "a", "drafter": "a",
                                                                 "drafter_quantization": "q4_0"}]}}
-    s = sd.study_settings(raw)
+    s = study_settings(raw)
     assert s["pairs"][0]["name"] == "a.q4_0-drafts-a" and s["gamma"] == [4] and s["backend"] == ["hf"]
-    assert list(sd.study_cells(raw)) == ["a.q4_0-drafts-a__g4__greedy__single__chat"]
+    assert list(study_cells(raw)) == ["a.q4_0-drafts-a__g4__greedy__single__chat"]
     with pytest.raises(UserError, match="no specdec section"):
-        sd.study_settings({"models": {}})
+        study_settings({"models": {}})
 
 
 # ------------------------------------------------------------------------------------------- tiny end to end
@@ -161,7 +162,7 @@ def tiny_pair(tmp_path_factory):
 def test_run_collect_attribute_end_to_end(tiny_pair, capsys):
     root = tiny_pair
     cfg_path = write(root, base_config(root), "study.yaml")
-    cells = list(sd.study_cells(load_study(cfg_path)))
+    cells = list(study_cells(load_study(cfg_path)))
     assert cells == ["noisy-drafts-tiny__g3__greedy__single__chat", "noisy-drafts-tiny__g3__greedy__interleaved__chat"]
     out = root / "results" / "specdec"
     for cid in cells:
@@ -174,7 +175,7 @@ def test_run_collect_attribute_end_to_end(tiny_pair, capsys):
     assert rc == 0 and (root / "again" / f"{cells[0]}.parquet").is_file()
 
     table = pd.read_parquet(out / "cells" / f"{cells[1]}.parquet")
-    assert list(table.columns) == sd.CELL_COLUMNS + [c for c in sd.STUDY_COLUMNS if c not in sd.CELL_COLUMNS]
+    assert list(table.columns) == CELL_COLUMNS + [c for c in STUDY_COLUMNS if c not in CELL_COLUMNS]
     assert len(table) == 4 and set(table["task"]) == {"code", "math"}
     assert list(table.sort_values("position")["task"]) == ["code", "math", "code", "math"]  # interleaved
     assert (table["status"] == "ok").all() and (table["pair"] == "noisy-drafts-tiny").all()
@@ -188,7 +189,7 @@ def test_run_collect_attribute_end_to_end(tiny_pair, capsys):
         assert table[col].notna().all(), col
     assert ((table["acceptance_rate_tokens"] >= 0) & (table["acceptance_rate_tokens"] <= 1)).all()
     steps = pd.read_parquet(out / "cells" / f"{cells[1]}.steps.parquet")
-    assert list(steps.columns) == ["cell_id"] + sd.STEP_COLUMNS and (steps["drafted"] <= 3).all()
+    assert list(steps.columns) == ["cell_id"] + STEP_COLUMNS and (steps["drafted"] <= 3).all()
     meta = json.loads((out / "cells" / f"{cells[1]}.json").read_text())
     assert meta["status"] == "ok" and meta["outputs_identical_all"] is True and meta["mix"] == "interleaved"
 
@@ -233,7 +234,7 @@ def test_vocab_mismatch_is_refused_or_recorded(tiny_pair, capsys):
     args[3] = str(skip)
     assert main(args) == 0
     table = pd.read_parquet(root / "wide-out" / f"{cid}.parquet")
-    assert len(table) == 0 and list(table.columns)[:len(sd.CELL_COLUMNS)] == sd.CELL_COLUMNS
+    assert len(table) == 0 and list(table.columns)[:len(CELL_COLUMNS)] == CELL_COLUMNS
     meta = json.loads((root / "wide-out" / f"{cid}.json").read_text())
     assert meta["status"].startswith("skipped: verifier vocabulary 272 != drafter vocabulary 288")
 

@@ -15,7 +15,7 @@ from reprogrid.catalogue import CHECKPOINT_LEVELS, GPU_LEVELS, factor_catalogue
 from reprogrid.claims import load_claims
 from reprogrid.config import Config, all_levels, load_config
 from reprogrid.errors import UserError
-from reprogrid.specdec import check_specdec
+from reprogrid.specdec.cells import check_specdec
 
 
 def load_study(path: str | Path) -> Config:

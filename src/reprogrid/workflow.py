@@ -49,7 +49,7 @@ class StudyWorkflow:
                             for g in self.gens.values() for t in cfg.ruler["tasks"]})
         self.varying = [f for f in cfg.listed if self.cells[f].nunique() > 1] or list(cfg.listed)
         if cfg.raw.get("specdec"):
-            from reprogrid.specdec import study_cells
+            from reprogrid.specdec.cells import study_cells
 
             self.specdec_cells = study_cells(cfg)
         else:

@@ -8,10 +8,19 @@ import sys
 from pathlib import Path
 
 from reprogrid.errors import UserError
-from reprogrid.specdec import (DECODINGS, DRAFTER_WARPERS, MIXES, WORKFLOW_VERBS, _check_gamma, attribute_study, cell_id, collect, disparity, expected_speedup, expected_tokens_per_step, load_prompts, run_cell, run_study, study_cells, study_settings)
+from reprogrid.specdec.cells import cell_id, study_cells, study_settings
+from reprogrid.specdec.collect import attribute_study, collect
+from reprogrid.specdec.disparity import disparity
+from reprogrid.specdec.hooks import DRAFTER_WARPERS
+from reprogrid.specdec.pairs import load_pair
+from reprogrid.specdec.prompts import MIXES, load_prompts
+from reprogrid.specdec.runner import run_cell
+from reprogrid.specdec.study import DECODINGS, run_study
+from reprogrid.specdec.theory import check_gamma, expected_speedup, expected_tokens_per_step
 from reprogrid.study import load_study
 
 HELP = "speculative decoding measurements"
+WORKFLOW_VERBS = ("cells", "run", "collect", "attribute")
 
 
 def _add_workflow_arguments(sub) -> None:
@@ -139,32 +148,8 @@ def add_arguments(parser: object) -> None:
     _add_workflow_arguments(sub)
 
 
-def _load_pair(verifier_dir: str, drafter_dir: str):
-    for d, name in ((verifier_dir, "--verifier"), (drafter_dir, "--drafter")):
-        if not Path(d, "config.json").is_file():
-            raise UserError("not a saved transformers model directory (no config.json)", field=f"{name} {d}")
-    try:
-        from reprogrid.models import load_prepared
-    except ImportError:  # pragma: no cover - reprogrid.models is the lead's module
-        load_prepared = None
-    if load_prepared is not None:
-        verifier, tok = load_prepared(Path(verifier_dir))
-        drafter, dtok = load_prepared(Path(drafter_dir))
-    else:  # pragma: no cover
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        verifier = AutoModelForCausalLM.from_pretrained(verifier_dir, dtype=torch.float32).eval()
-        drafter = AutoModelForCausalLM.from_pretrained(drafter_dir, dtype=torch.float32).eval()
-        tok, dtok = AutoTokenizer.from_pretrained(verifier_dir), AutoTokenizer.from_pretrained(drafter_dir)
-    if tok.get_vocab() != dtok.get_vocab():
-        raise UserError("verifier and drafter tokenizers differ: transformers would take the different-tokenizer "
-                        "path, which this study does not measure", field="--drafter")
-    return verifier, drafter, tok
-
-
 def run(args) -> int:
-    from reprogrid.io import short_hash, write_json, write_parquet
+    from reprogrid.io import read_table, short_hash, write_json, write_parquet
 
     if args.specdec_command in WORKFLOW_VERBS:
         return run_workflow(args)
@@ -176,14 +161,7 @@ def run(args) -> int:
         return 0
 
     if args.specdec_command == "summarize":
-        import pandas as pd
-
-        if not Path(args.table).is_file():
-            raise UserError("file not found", field=args.table)
-        try:
-            df = pd.read_parquet(args.table)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the table: {exc}", field=args.table) from None
+        df = read_table(args.table)
         result = disparity(df, value=args.value, by=args.by, n_boot=args.n_boot, seed=args.seed)
         result["input"] = str(args.table)
         write_json(Path(args.out) / "disparity.json", result)
@@ -194,7 +172,7 @@ def run(args) -> int:
     import torch
     import transformers
 
-    _check_gamma(args.gamma)
+    check_gamma(args.gamma)
     if args.max_new_tokens < 1:
         raise UserError("must be >= 1", field="--max-new-tokens")
     if args.temperature is not None and args.decoding != "sample":
@@ -202,7 +180,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prompts = load_prompts(args.prompts)
-    verifier, drafter, tok = _load_pair(args.verifier, args.drafter)
+    verifier, drafter, tok = load_pair(args.verifier, args.drafter)
     df, steps = run_study(verifier, drafter, tok, prompts, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
                           decoding=args.decoding, temperature=args.temperature, seed=args.seed,
                           chat_template=args.chat_template, mix=args.mix, timing_steps=args.timing_steps,
