@@ -170,14 +170,15 @@ class ItemBootstrap:
 
     @classmethod
     def from_tables(cls, samples: pd.DataFrame, cells: pd.DataFrame | None, n_boot: int, seed: int,
-                    level: float = LEVEL) -> "ItemBootstrap":
+                    level: float = LEVEL, default: str = "task_mean") -> "ItemBootstrap":
         """The bootstrap every consumer builds the same way (report, claims verdicts, explain): over the
-        whole samples table, each cell aggregated as its ``aggregation`` column says (default task mean).
+        whole samples table, each cell aggregated as its ``aggregation`` column says; without that column
+        (aggregation held fixed) every cell takes ``default``, the study's fixed level.
         Same tables, same ``n_boot`` and ``seed`` -> identical intervals for the same reading."""
         agg = {}
         if cells is not None and "aggregation" in cells.columns:
             agg = dict(zip(cells["cell_id"].astype(str), cells["aggregation"].astype(str)))
-        return cls(samples, n_boot, seed, aggregation=agg, level=level)
+        return cls(samples, n_boot, seed, aggregation=agg, default=default, level=level)
 
     def has(self, cell_ids) -> bool:
         return all(str(c) in self.pos for c in cell_ids)

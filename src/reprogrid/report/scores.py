@@ -43,9 +43,8 @@ class Scores:
         self.failed = cells[cells["status"].astype(str) != "ok"]
         self.factors = [f for f in self.cfg.listed if f in cells.columns]
         self.varying = [f for f in self.factors if self.ok[f].nunique(dropna=True) > 1]
-        if "aggregation" not in cells.columns:  # a fixed level is not a column: every cell takes it
-            cells = cells.assign(aggregation=self.cfg.factors.get("aggregation", ["task_mean"])[0])
-        self._boot = ItemBootstrap.from_tables(inp.samples, cells, n_boot, self.cfg.seed, LEVEL)
+        fixed = self.cfg.factors.get("aggregation", ["task_mean"])[0]  # the level of cells without the column
+        self._boot = ItemBootstrap.from_tables(inp.samples, cells, n_boot, self.cfg.seed, LEVEL, default=fixed)
 
     def estimate(self, cell_ids) -> Est:
         """The equal-weight mean score of these cells with its item-bootstrap interval."""
