@@ -18,6 +18,7 @@ include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/attribute.smk"
 include: "rules/claims.smk"
+include: "rules/pitfalls.smk"
 include: "rules/specdec.smk"
 include: "rules/report.smk"
 

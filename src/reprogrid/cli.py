@@ -20,6 +20,7 @@ COMMANDS = {
     "score": ("score", "score stored generations per cell and write the tidy tables"),
     "attribute": ("attribute", "variance shares of a response over factors, with intervals"),
     "claims": ("claims", "check published claims for internal consistency and map them onto a grid"),
+    "pitfalls": ("pitfalls", "measure each protocol mistake against the reference protocol, paired on items"),
     "explain": ("explain", "decompose the gap between two protocols into factor contributions"),
     "report": ("report", "write the attribution report (Markdown + self-contained HTML)"),
     "specdec": ("specdec", "speculative decoding measurements"),

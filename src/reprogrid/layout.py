@@ -127,6 +127,15 @@ class Layout:
     def verdicts(self) -> str:
         return self._p("claims", "verdicts.json")
 
+    # --- pitfalls ------------------------------------------------------------------------------
+    @property
+    def pitfalls_table(self) -> str:
+        return self._p("pitfalls", "pitfalls.csv")
+
+    @property
+    def pitfalls_json(self) -> str:
+        return self._p("pitfalls", "pitfalls.json")
+
     # --- report -------------------------------------------------------------------------------
     @property
     def report_dir(self) -> str:

@@ -15,6 +15,7 @@ from reprogrid.catalogue import CHECKPOINT_LEVELS, GPU_LEVELS, factor_catalogue
 from reprogrid.claims import load_claims
 from reprogrid.config import Config, all_levels, load_config
 from reprogrid.errors import UserError
+from reprogrid.pitfalls import check_reference
 from reprogrid.specdec.cells import check_specdec
 
 
@@ -23,6 +24,9 @@ def load_study(path: str | Path) -> Config:
     check_claim_pair(cfg)
     check_gpu_settings(cfg)
     check_specdec(cfg)
+    if cfg.raw.get("pitfalls"):
+        check_reference(cfg.raw["pitfalls"]["reference"], {n: cfg.factors[n] for n in cfg.listed},
+                        f"{cfg.path}: pitfalls.reference")
     return cfg
 
 

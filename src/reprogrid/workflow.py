@@ -124,6 +124,10 @@ class StudyWorkflow:
         return bool(self.claim_files)
 
     @property
+    def has_pitfalls(self) -> bool:
+        return bool(self.cfg.raw.get("pitfalls"))
+
+    @property
     def has_specdec(self) -> bool:
         return bool(self.cfg.raw.get("specdec"))
 
@@ -132,6 +136,8 @@ class StudyWorkflow:
         out = [L.grid, L.samples, L.cells, L.shares, L.report_md, L.report_html]
         if self.has_claims:
             out += [L.findings, L.verdicts]
+        if self.has_pitfalls:
+            out += [L.pitfalls_table]
         if self.has_specdec:
             out += [L.specdec_table, L.specdec_disparity, L.specdec_attribution("speedup"),
                     L.specdec_attribution("acceptance")]
@@ -144,6 +150,8 @@ class StudyWorkflow:
                "models": [L.prepared_model(p) for p in self.prepared]}
         if self.has_claims:
             out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells)
+        if self.has_pitfalls:
+            out.update(pitfalls=L.pitfalls_json)
         if self.has_specdec:
             out.update(specdec=L.specdec_table, disparity=L.specdec_disparity)
         return out

@@ -10,6 +10,7 @@ import pandas as pd
 from reprogrid.report.caveats import caveats_section
 from reprogrid.report.claims_section import claims_section
 from reprogrid.report.inputs import Inputs
+from reprogrid.report.pitfalls_section import pitfalls_section
 from reprogrid.report.provenance_section import provenance_section
 from reprogrid.report.scores import Scores, by_context, main_effects
 from reprogrid.report.sections import attribution_section, headline, study_section
@@ -27,6 +28,7 @@ class Sections:
     context: pd.DataFrame | None
     claims: dict | None
     specdec: dict | None
+    pitfalls: dict | None
     caveats: dict
     prov: dict
 
@@ -40,5 +42,5 @@ def assemble(inp: Inputs, n_boot: int) -> Sections:
     attr = attribution_section(inp)
     return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=headline(attr),
                     main_effects=main_effects(sc), context=by_context(sc), claims=claims_section(inp),
-                    specdec=specdec_section(inp), caveats=caveats_section(inp, sc, attr),
+                    specdec=specdec_section(inp), pitfalls=pitfalls_section(inp), caveats=caveats_section(inp, sc, attr),
                     prov=provenance_section(inp, attr, n_boot))

@@ -35,6 +35,7 @@ class Inputs:
     claim_cells: pd.DataFrame | None = None
     specdec: pd.DataFrame | None = None
     disparity: dict | None = None
+    pitfalls: dict | None = None
     manifests: dict[str, dict] = field(default_factory=dict)
     generations: dict[str, dict] = field(default_factory=dict)  # gid -> provenance
     models: dict[str, dict] = field(default_factory=dict)  # prepared key -> provenance
@@ -56,6 +57,8 @@ def load_inputs(cfg, results: str | Path) -> Inputs:
         _claims(inp, L)
     if cfg.raw.get("specdec") or Path(L.specdec_dir).is_dir():
         _specdec(inp, L)
+    if cfg.raw.get("pitfalls"):
+        _pitfalls(inp, L)
     _generations(inp, L)
     _models(inp, L)
     _benchmarks(inp, L)
@@ -123,6 +126,14 @@ def _claims(inp: Inputs, L: Layout) -> None:
     if Path(L.claim_cells).is_file():
         inp.claim_cells = read_table(L.claim_cells, what="claim cells")
     _checksum(inp, L, L.findings, L.verdicts, L.claim_cells)
+
+
+def _pitfalls(inp: Inputs, L: Layout) -> None:
+    if Path(L.pitfalls_json).is_file():
+        inp.pitfalls = _read_json(L.pitfalls_json)
+        _checksum(inp, L, L.pitfalls_json)
+    else:
+        inp.note("pitfalls", f"{L.rel(L.pitfalls_json)} is missing: the pitfalls step did not run")
 
 
 def _specdec(inp: Inputs, L: Layout) -> None:

@@ -1,0 +1,113 @@
+"""Protocol pitfalls on synthetic grids with known answers: the single-mistake table, its paired intervals,
+the verdicts, and one-line errors for a bad `pitfalls:` section."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli, write_config
+from reprogrid.errors import UserError
+from reprogrid.pitfalls import Setting, check_reference, measure, single_mistake_answer
+
+LISTED = ["answer_prefix", "template_family", "metric"]
+
+
+def synthetic(n_items: int = 60, seed: int = 0, drop_effect: float = 0.8):
+    """answer_prefix=dropped costs `drop_effect` on every item; template_family and metric change nothing."""
+    rng = np.random.default_rng(seed)
+    base = rng.random(n_items) < 0.9  # item difficulty: the same items in every cell
+    lost = rng.random(n_items) < drop_effect  # the items the dropped prefix breaks, in every cell that drops it
+    cells, rows = [], []
+    for i, (ap, tf, m) in enumerate(itertools.product(["kept", "dropped"], ["own", "llama2"],
+                                                      ["all_match", "any_match"])):
+        cid = f"c{i}"
+        cells.append({"cell_id": cid, "answer_prefix": ap, "template_family": tf, "metric": m, "status": "ok"})
+        for j in range(n_items):
+            y = float(base[j])
+            if ap == "dropped" and lost[j]:
+                y = 0.0
+            rows.append({"cell_id": cid, "task": ["vt", "cwe"][j % 2], "item_id": str(j), "score": y})
+    return pd.DataFrame(rows), pd.DataFrame(cells)
+
+
+def test_a_real_mistake_is_an_effect_and_a_null_factor_is_noise():
+    samples, cells = synthetic()
+    res = measure(samples, cells, LISTED, Setting({"answer_prefix": "kept", "template_family": "own"}, 400, 1))
+    rows = {(r["factor"], r["level"]): r for r in res["rows"]}
+    ap, tf = rows[("answer_prefix", "dropped")], rows[("template_family", "llama2")]
+    assert ap["n_pairs"] == 4 and tf["n_pairs"] == 4
+    # the known answer: minus the share of items that were right and are broken, averaged over the two tasks
+    s = samples.merge(cells, on="cell_id")
+    kept = s[(s["answer_prefix"] == "kept")].groupby(["task", "item_id"])["score"].mean()
+    gone = s[(s["answer_prefix"] == "dropped")].groupby(["task", "item_id"])["score"].mean()
+    assert ap["marginal"] == pytest.approx((gone - kept).groupby("task").mean().mean())
+    assert ap["marginal_low"] <= ap["marginal"] <= ap["marginal_high"] < -0.3
+    assert ap["verdict"].startswith("an effect: lowers the score by")
+    # the template family changes nothing: identical scores in every pair, a zero difference, no effect claimed
+    assert tf["marginal"] == 0 and tf["verdict"].startswith("indistinguishable from item noise")
+    # the best cell has every pitfall at its reference; its one-mistake twin is the worst drop
+    assert res["best"]["mistakes"] == {}
+    assert res["worst"]["mistakes"].get("answer_prefix") == "dropped"
+    assert ap["from_best_cell"] and ap["drop"] == pytest.approx(ap["from_best"] - res["best"]["score"])
+    assert "answer_prefix=dropped" in single_mistake_answer(res)
+
+
+def test_paired_difference_is_tighter_than_the_unpaired_spread():
+    """Cells share their items, so the difference interval is narrower than either cell's own."""
+    samples, cells = synthetic(drop_effect=0.2)
+    res = measure(samples, cells, LISTED, Setting({"answer_prefix": "kept"}, 400, 3))
+    r = res["rows"][0]
+    assert (r["drop_high"] - r["drop_low"]) < (r["from_best_high"] - r["from_best_low"]) * 1.01 + 0.2
+    best = res["best"]
+    assert best["low"] <= best["score"] <= best["high"]
+
+
+@pytest.mark.parametrize("reference, message", [
+    ({"answer_prefix": "lost"}, "reference level 'lost' is not one of the levels kept, dropped"),
+    ({"chat_template": True}, "'chat_template' is not a factor of this study"),
+    ({"template_family": "own"}, "has one level"),
+])
+def test_bad_reference_is_one_line(reference, message):
+    factors = {"answer_prefix": ["kept", "dropped"], "template_family": ["own"]}
+    with pytest.raises(UserError, match=message):
+        check_reference(reference, factors, "c.yaml: pitfalls.reference")
+
+
+CONFIG = """study: p
+models: {{m: {{source: embedded, embedded: qwen2.5-coder-0.5b-instruct-q4_k_m}}}}
+ruler: {{tasks: [niah_single_1], n_items: 2}}
+factors:
+  model: [m]
+  chat_template: [true]
+  answer_prefix: [kept, dropped]
+  template_family: [own, llama2]
+  metric: [all_match, any_match]
+pitfalls: {pitfalls}
+"""
+
+
+def test_cli_writes_the_table_and_refuses_a_bad_section(tmp_path):
+    samples, cells = synthetic(n_items=20)
+    samples.to_parquet(tmp_path / "samples.parquet")
+    cells.to_parquet(tmp_path / "cells.parquet")
+    good = write_config(tmp_path / "good.yaml", CONFIG.format(
+        pitfalls="{reference: {answer_prefix: kept, template_family: own}, bootstrap: 200}"))
+    res = run_cli("pitfalls", "--config", str(good), "--samples", str(tmp_path / "samples.parquet"),
+                  "--cells", str(tmp_path / "cells.parquet"), "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(tmp_path / "out" / "pitfalls.csv")
+    assert set(table["factor"]) == {"answer_prefix", "template_family"}
+    details = json.loads((tmp_path / "out" / "pitfalls.json").read_text())
+    assert details["bootstrap"] == 200 and "population" in details["interval"]
+    assert details["answer"] in res.stdout
+    bad = write_config(tmp_path / "bad.yaml", CONFIG.format(pitfalls="{reference: {answer_prefix: lost}}"))
+    res = run_cli("pitfalls", "--config", str(bad), "--samples", str(tmp_path / "samples.parquet"),
+                  "--cells", str(tmp_path / "cells.parquet"), "--out", str(tmp_path / "bad-out"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "pitfalls.reference.answer_prefix" in res.stderr
+    assert not (tmp_path / "bad-out").exists()
