@@ -35,10 +35,10 @@ outputs.
 """
 
 from reprogrid.claims.checks import Finding, check_claims, grim_possible, standard_aggregations
-from reprogrid.claims.mapping import Profiles, claim_profiles, grid_factors, map_claims_to_cells
+from reprogrid.claims.mapping import Profiles, claim_profiles, grid_factors, map_claims_to_cells, published_record
 from reprogrid.claims.registry import Claim, decimals_of, load_claims, model_slug
 from reprogrid.claims.verdicts import verdicts
 
 __all__ = ["Claim", "Finding", "Profiles", "check_claims", "claim_profiles", "decimals_of", "grid_factors",
-           "grim_possible", "load_claims", "map_claims_to_cells", "model_slug", "standard_aggregations",
+           "grim_possible", "load_claims", "map_claims_to_cells", "model_slug", "published_record", "standard_aggregations",
            "verdicts"]

@@ -167,3 +167,50 @@ def map_claims_to_cells(claims: list[Claim], cells_df: pd.DataFrame, factor_name
             "cell_ids": ";".join(cell_ids),
         })
     return pd.DataFrame(rows, columns=MAP_COLUMNS)
+
+
+PUBLISHED_COLUMNS = ["claim_id", "row", "source", "status", "model", "model_name", "benchmark", "value", "reported",
+                     "scale", "context_length", "attn_implementation", "aggregation", "aggregate", "stated",
+                     "unknown", "in_grid"]
+PLACED = ("context_length", "attn_implementation", "aggregation")
+
+
+def _aggregate_text(c: Claim) -> str:
+    over = c.aggregate_over or "its components"
+    if c.weights:
+        return f"weighted mean over {over} ({', '.join(f'{canon(k)}:{canon(w)}' for k, w in c.weights.items())})"
+    return f"mean over {over}"
+
+
+def published_record(claims: list[Claim], cells: pd.DataFrame | None = None,
+                     factor_names: list[str] | None = None) -> pd.DataFrame:
+    """The published numbers as rows on the grid's factors (fraction scale).
+
+    One row per claim value (``row`` = ``value``, or ``aggregate`` for a mean of components) and one per
+    component (``row`` = ``component``, its key placed on ``aggregate_over`` when that is a placed factor).
+    ``context_length``, ``attn_implementation``, ``aggregation``: the level the source states (or the
+    component's), empty when unknown; ``stated``: every other stated factor; ``unknown``: the grid's
+    factors the source leaves open; ``status``: the verification status; ``in_grid``: the model is a
+    level of the grid (empty without a cells table).
+    """
+    factors = grid_factors(cells, factor_names) if cells is not None else list(factor_names or PLACED)
+    grid_models = {canon(m) for m in cells["model"]} if cells is not None and "model" in cells.columns else None
+    rows = []
+    for c in claims:
+        entries = [("aggregate" if c.components else "value", c.value, {})]
+        entries += [("component", v, {c.aggregate_over: k} if c.aggregate_over else {})
+                    for k, v in (c.components or {}).items()]
+        for kind, value, own in entries:
+            levels = {**c.protocol, **own}
+            rows.append({
+                "claim_id": c.id, "row": kind, "source": c.source_key, "status": c.status, "model": c.model,
+                "model_name": c.model_name, "benchmark": c.benchmark, "value": float(exact(value) / c.unit),
+                "reported": value, "scale": c.scale,
+                **{f: canon(levels[f]) if f in levels else "" for f in PLACED},
+                "aggregate": (_aggregate_text(c) if kind == "aggregate" else
+                              f"component of {c.id}" if kind == "component" else ""),
+                "stated": ";".join(f"{k}={canon(v)}" for k, v in levels.items() if k not in PLACED),
+                "unknown": ";".join(f for f in factors if f != "model" and f not in levels),
+                "in_grid": "" if grid_models is None else canon(c.model) in grid_models,
+            })
+    return pd.DataFrame(rows, columns=PUBLISHED_COLUMNS)
