@@ -241,3 +241,14 @@ def test_bad_new_fields_exit_2_one_line(tmp_path, capsys, bad, expected):
     assert main(["claims", "check", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and expected in err[0], err
+
+
+def test_weighted_aggregate_reads_the_grid_with_its_weights(tmp_path):
+    cells = pd.DataFrame([{"cell_id": f"c{L}", "model": "qwen2.5-3b", "context_length": L, "score": s,
+                           "n_items": 10, "status": "ok"} for L, s in ((4096, 0.9), (8192, 0.5))])
+    path = write(tmp_path, [claim("w", 80.0, aggregate="mean", aggregate_over="context_length",
+                                  components={4096: 90.0, 8192: 50.0}, weights={4096: 3, 8192: 1})])
+    claims = load_claims([path])
+    assert kinds(claims) == []
+    t = map_claims_to_cells(claims, cells).set_index("claim_id")
+    assert t.loc["w", "grid_min"] == pytest.approx(0.8) and t.loc["w", "aggregated"]

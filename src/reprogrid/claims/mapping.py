@@ -77,7 +77,7 @@ def _select(claim: Claim, cells: pd.DataFrame, keys: pd.DataFrame, stated: dict,
 
 
 def _group_rows(sub: pd.DataFrame, ks: pd.DataFrame, unknown: list[str], agg_f: str | None,
-                comp_levels: list[str], missing: list[str]) -> list[dict]:
+                comp_levels: list[str], weights: list[float], missing: list[str]) -> list[dict]:
     score = fraction_scores(sub)
     n_it = pd.to_numeric(sub["n_items"], errors="coerce") if "n_items" in sub.columns \
         else pd.Series(np.nan, index=sub.index)
@@ -95,7 +95,7 @@ def _group_rows(sub: pd.DataFrame, ks: pd.DataFrame, unknown: list[str], agg_f: 
                 desc = ", ".join(f"{f}={v}" for f, v in row.items()) or "(all)"
                 missing.append(f"{desc}: no ok cell at {agg_f}={', '.join(lacking)}")
                 continue
-            row["score"] = float(per.loc[comp_levels].mean())
+            row["score"] = float(np.average(per.loc[comp_levels].to_numpy(float), weights=weights))
         else:
             row["score"] = float(score.loc[idx].mean())
         row["cell_ids"] = tuple(sub.loc[idx, "cell_id"].astype(str))
@@ -109,7 +109,8 @@ def claim_profiles(claim: Claim, cells: pd.DataFrame, factors: list[str], *,
     """Select the cells matching ``claim``'s model and stated protocol; group by the open factors.
 
     ``model`` overrides the claim's model (for "the other model under this claim's conditions").
-    For an aggregate claim over a grid factor, a profile is the mean over the component levels.
+    For an aggregate claim over a grid factor, a profile is the mean over the component levels
+    (weighted by the claim's ``weights``, if any).
     """
     stated = {"model": model or claim.model, **claim.protocol}
     if "scale" in factors and "scale" not in stated:
@@ -125,7 +126,8 @@ def claim_profiles(claim: Claim, cells: pd.DataFrame, factors: list[str], *,
     sel &= ok
     sub, ks = cells[sel], keys[sel]
     open_levels = {f: sorted(ks[f].unique(), key=level_sort_key) for f in unknown}
-    rows = _group_rows(sub, ks, unknown, agg_f, comp_levels, missing) if len(sub) else []
+    weights = [float(w) for w in claim.weights.values()] if claim.weights else [1.0] * len(comp_levels)
+    rows = _group_rows(sub, ks, unknown, agg_f, comp_levels, weights, missing) if len(sub) else []
     if not len(sub) and not missing:
         desc = ", ".join(f"{f}={canon(v)}" for f, v in stated.items() if f in factors)
         missing.append(f"no ok cell with {desc}" + (f" ({n_failed} failed)" if n_failed else ""))
