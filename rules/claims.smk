@@ -10,11 +10,13 @@ rule claims_check:
         L.log("claims_check"),
     benchmark:
         L.benchmark("claims_check")
+    params:
+        pair=f"--pair {W.claim_pair}" if W.claim_pair else "",
     # exit 1 means "findings were written", which is a result, not a failure
     conda:
         ENV_ANALYSIS
     shell:
-        "python -m reprogrid claims check {input} > {output} 2> {log} || [ $? -eq 1 ]"
+        "python -m reprogrid claims check {input} {params.pair} > {output} 2> {log} || [ $? -eq 1 ]"
 
 
 rule claims_map:
@@ -26,6 +28,7 @@ rule claims_map:
     output:
         cells=L.claim_cells,
         verdicts=L.verdicts,
+        published=L.published,
     log:
         L.log("claims_map"),
     benchmark:

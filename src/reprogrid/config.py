@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid.catalogue import MIN_LENGTH, OFFLINE_TASKS, factor_catalogue, schema, section_defaults
-from reprogrid.errors import UserError
+from reprogrid.errors import UserError, validate
 from reprogrid.io import load_yaml, short_hash
 
 
@@ -69,51 +69,10 @@ class Config:
         return int(self.raw.get("resources", {}).get("threads", 1))
 
 
-def _path_of(error) -> str:
-    parts = []
-    for p in error.absolute_path:
-        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
-    return "".join(parts) or "(top level)"
-
-
-def _describe(error) -> str:
-    v = error.validator
-    if v == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        allowed = sorted(error.schema.get("properties", {}))
-        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key {', '.join(repr(e) for e in extra)}{hint}"
-    if v == "enum":
-        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
-    if v == "type":
-        want = error.validator_value
-        want = " or ".join(want) if isinstance(want, list) else want
-        return f"expected {want}, got {type(error.instance).__name__} {error.instance!r}"
-    if v == "required":
-        return error.message.replace("is a required property", "is required")
-    if v == "minItems":
-        return "must list at least one level" if error.validator_value == 1 else error.message
-    if v == "uniqueItems":
-        return f"levels must not repeat: {error.instance!r}"
-    if v in ("minimum", "maximum", "exclusiveMinimum"):
-        return f"{error.instance!r} is out of range ({v} {error.validator_value})"
-    if v == "pattern":
-        return f"{error.instance!r} must be a slug (lowercase letters, digits, '.', '_', '-')" \
-            if "a-z0-9" in error.validator_value else f"{error.instance!r} does not match {error.validator_value}"
-    return error.message
-
-
 def validate_raw(raw: Any, where: str) -> None:
-    import jsonschema
-
     if not isinstance(raw, dict):
         raise UserError(f"expected a mapping of study settings, got {type(raw).__name__}", field=where)
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)))
-    if errors:
-        err = errors[0]
-        # descend into the most specific error for anyOf/oneOf
-        raise UserError(_describe(err), field=f"{where}: {_path_of(err)}")
+    validate(raw, schema(), where)
 
 
 def check_semantics(cfg: Config) -> None:
@@ -197,8 +156,6 @@ def load_config(path: str | Path) -> Config:
 
 def check_includes(cfg: Config) -> None:
     """Each `include` cell names listed factors only, every multi-level one, with levels the schema allows."""
-    import jsonschema
-
     props = schema()["properties"]["factors"]["properties"]
     for i, cell in enumerate(cfg.raw.get("include", [])):
         where = f"{cfg.path}: include[{i}]"
@@ -206,9 +163,7 @@ def check_includes(cfg: Config) -> None:
             if name not in cfg.listed:
                 hint = "list it under factors: to vary it" if name in props else "not a factor"
                 raise UserError(f"'{name}' is not a listed factor ({hint})", field=where)
-            errors = list(jsonschema.Draft202012Validator(props[name]).iter_errors([level]))
-            if errors:
-                raise UserError(_describe(errors[0]), field=f"{where}.{name}")
+            validate(level, props[name]["items"], str(cfg.path), prefix=("include", i, name))
         for name in cfg.listed:
             if name not in cell and len(cfg.factors[name]) > 1:
                 raise UserError(f"'{name}' has several levels ({', '.join(map(str, cfg.factors[name]))}); "

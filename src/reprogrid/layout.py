@@ -127,6 +127,11 @@ class Layout:
     def verdicts(self) -> str:
         return self._p("claims", "verdicts.json")
 
+    @property
+    def published(self) -> str:
+        """The published record (every claim and component) placed on the grid's factors."""
+        return self._p("claims", "published.csv")
+
     # --- pitfalls ------------------------------------------------------------------------------
     @property
     def pitfalls_table(self) -> str:

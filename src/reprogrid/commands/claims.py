@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 from reprogrid.claims import check_claims, load_claims, map_claims_to_cells, verdicts
+from reprogrid.claims.mapping import published_record
 from reprogrid.errors import UserError
 from reprogrid.io import read_table, write_json, write_text
+from reprogrid.layout import Layout
 
 HELP = "check published claims for internal consistency and map them onto a grid"
 
@@ -17,8 +19,11 @@ def add_arguments(parser: object) -> None:
     p = sub.add_parser("check", help="consistency checks that need no model (exit 1 if any finding)",
                        description="consistency checks that need no model: exit 0 clean, 1 findings, 2 invalid file")
     p.add_argument("files", nargs="+", metavar="FILE", help="claims YAML files")
+    p.add_argument("--pair", metavar="LOW,HIGH",
+                   help="claim ids of the pair whose traceability is reported first (default: lowest and highest)")
     m = sub.add_parser("map", help="map claims to grid cells and write the verdicts",
-                       description="map claims to grid cells (claim_cells.csv) and write verdicts.json")
+                       description="map claims to grid cells (claim_cells.csv), write verdicts.json and the "
+                                   "published record on the grid's factors (published.csv)")
     m.add_argument("files", nargs="+", metavar="FILE", help="claims YAML files")
     m.add_argument("--cells", required=True, metavar="CELLS", help="cells table (.parquet, .csv, .tsv)")
     m.add_argument("--samples", metavar="SAMPLES", help="samples table: item-bootstrap intervals")
@@ -31,22 +36,30 @@ def add_arguments(parser: object) -> None:
     m.add_argument("--out", required=True, metavar="DIR")
 
 
+def _pair(text: str | None, claims) -> tuple[str, str] | None:
+    if not text:
+        return None
+    parts = [s.strip() for s in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise UserError(f"expected 'LOW_ID,HIGH_ID', got {text!r}", field="--pair")
+    ids = [c.id for c in claims]
+    for cid in parts:
+        if cid not in ids:
+            raise UserError(f"unknown claim id {cid!r}; ids: {', '.join(ids)}", field="--pair")
+    return parts[0], parts[1]
+
+
 def run(args) -> int:
     claims = load_claims(args.files)
     if args.verb == "check":
-        findings = check_claims(claims)
+        findings = check_claims(claims, _pair(args.pair, claims))
         for f in findings:
             print(str(f))
         n_files = len({c.file for c in claims})
         print(f"checked {len(claims)} claims in {n_files} file(s): {len(findings)} finding(s)", file=sys.stderr)
         return 1 if findings else 0
     # map
-    pair = None
-    if args.pair:
-        parts = [s.strip() for s in args.pair.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise UserError(f"expected 'LOW_ID,HIGH_ID', got {args.pair!r}", field="--pair")
-        pair = (parts[0], parts[1])
+    pair = _pair(args.pair, claims)
     if args.bootstrap < 0:
         raise UserError(f"expected a count >= 0, got {args.bootstrap}", field="--bootstrap")
     if not 0 < args.level < 1:
@@ -57,9 +70,11 @@ def run(args) -> int:
     shares = read_table(args.shares, what="--shares") if args.shares else None
     table = map_claims_to_cells(claims, cells, factors)
     result = verdicts(claims, cells, samples, factors, pair, shares, args.bootstrap, args.seed, args.level)
-    out = Path(args.out)
-    write_text(out / "claim_cells.csv", table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
-    write_json(out / "verdicts.json", result)
+    published = published_record(claims, cells, factors)
+    out, names = Path(args.out), Layout()  # file names as the layout has them under claims/
+    write_text(out / Path(names.claim_cells).name, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    write_text(out / Path(names.published).name, published.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    write_json(out / Path(names.verdicts).name, result)
     for e in result["explanations"]:
         print(e["summary"])
     print(f"reproducibility: {result['reproducibility']['status']}: {result['reproducibility']['summary']}")
