@@ -164,12 +164,35 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     See the module docstring for the definitions. Raises UserError for invalid input; returns a result
     with ``missing_cells`` (and empty contributions) when cells on the path are absent.
     """
+    factor_cols, named = _check_input(df, response, low, high, item, bootstrap, level, factors)
+    data = _usable_rows(df, response, factor_cols)
+    path = _Path(data, factor_cols, named, low, high)
+    result = ExplainResult(contributions=_empty_contributions(), differing=path.differing,
+                           held={**path.held_orig, **path.constant}, averaged_over=path.averaged_levels(),
+                           bootstrap=bootstrap if item else 0, seed=seed, level=level)
+    cells, missing = path.cells()
+    if missing:
+        result.missing_cells = missing
+        return result
+    cell_index = {key: j for j, key in enumerate(cells)}
+    gidx = path.group_keys().map(cell_index).to_numpy()
+    cell_means, reps, result.n_items = _cell_values(path.data, gidx, len(cells), item, bootstrap, seed)
+    _decompose(result, path, cell_means, reps, level)
+    return result
+
+
+def _columns_text(df: pd.DataFrame) -> str:
+    return ", ".join(map(str, df.columns))
+
+
+def _check_input(df, response, low, high, item, bootstrap, level, factors) -> tuple[list[str], list[str]]:
+    """Refuse invalid arguments; return the factor columns (in table order) and the named factors."""
     if not isinstance(df, pd.DataFrame):
         raise UserError("expected a table (DataFrame)", field="input")
     if response not in df.columns:
-        raise UserError(f"no column {response!r}; columns: {', '.join(map(str, df.columns))}", field="--response")
+        raise UserError(f"no column {response!r}; columns: {_columns_text(df)}", field="--response")
     if item is not None and item not in df.columns:
-        raise UserError(f"no column {item!r}; columns: {', '.join(map(str, df.columns))}", field="--item")
+        raise UserError(f"no column {item!r}; columns: {_columns_text(df)}", field="--item")
     if bootstrap < 0:
         raise UserError(f"expected a count >= 0, got {bootstrap}", field="--bootstrap")
     if not 0 < level < 1:
@@ -177,8 +200,8 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     for side, levels in (("--low", low), ("--high", high)):
         for name in levels:
             if name not in df.columns:
-                raise UserError(f"factor {name!r} is not a column of the input; columns: "
-                                f"{', '.join(map(str, df.columns))}", field=side)
+                raise UserError(f"factor {name!r} is not a column of the input; columns: {_columns_text(df)}",
+                                field=side)
             if name in (response, item):
                 raise UserError(f"{name!r} is the response or item column, not a factor", field=side)
     if factors is None:
@@ -193,19 +216,93 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
     for c in factor_cols:
         if c in (response, item):
             raise UserError(f"{c!r} is the response or item column, not a factor", field="--factors")
+    return factor_cols, named
 
+
+def _usable_rows(df: pd.DataFrame, response: str, factor_cols: list[str]) -> pd.DataFrame:
+    """The rows that enter the decomposition (``status`` "ok", a response), with the response as ``_resp``."""
     resp = pd.to_numeric(df[response], errors="coerce")
     bad = resp.isna() & df[response].notna()
     if bad.any():
         example = df.loc[bad, response].iloc[0]
         raise UserError(f"column {response!r} is not numeric (e.g. {example!r})", field="--response")
-
     data = df.assign(_resp=resp)
     if "status" in data.columns and "status" not in factor_cols:
         data = data[data["status"].astype(str) == "ok"]
-    data = data[data["_resp"].notna()]
+    return data[data["_resp"].notna()]
 
-    # canonical level keys; remember one original value per canonical text
+
+class _Path:
+    """The factors of the path (differing, held, averaged over, constant) and the canonical level keys."""
+
+    def __init__(self, data: pd.DataFrame, factor_cols: list[str], named: list[str], low: dict, high: dict):
+        self.factor_cols, self.low, self.high = factor_cols, low, high
+        self.originals, kdf = _level_keys(data, factor_cols)
+        self.held, self.differing = _split_named(named, low, high)
+        sel = pd.Series(True, index=data.index)
+        for name, k in self.held.items():
+            sel &= kdf[name] == k
+        for name in self.differing:
+            sel &= kdf[name].isin([level_text(low[name]), level_text(high[name])])
+        self.data, self.kdf = data[sel], kdf[sel]
+        kdf = self.kdf
+        others = [c for c in factor_cols if c not in named]
+        self.averaged = [c for c in others if kdf[c].nunique() > 1]
+        self.constant = {c: self.orig(c, kdf[c].iloc[0], None) for c in others if kdf[c].nunique() == 1}
+        self.combos = (sorted(set(map(tuple, kdf[self.averaged].to_numpy().tolist()))) if self.averaged else [()])
+        if not len(self.data):
+            self.combos = [()] if not self.averaged else self.combos
+        self.held_orig = {n: self.orig(n, kk, low.get(n, high.get(n))) for n, kk in self.held.items()}
+
+    def orig(self, c: str, k: str, given: Any) -> Any:
+        return self.originals[c].get(k, parse_level(str(given)) if isinstance(given, str) else given)
+
+    def averaged_levels(self) -> dict[str, list]:
+        return {c: [self.orig(c, v, None) for v in sorted(self.kdf[c].unique(), key=level_sort_key)]
+                for c in self.averaged}
+
+    def vertex_keys(self, mask: int) -> dict[str, str]:
+        return {n: level_text(self.high[n]) if mask >> i & 1 else level_text(self.low[n])
+                for i, n in enumerate(self.differing)}
+
+    def group_keys(self) -> pd.Series:
+        """The (differing levels, averaged levels) key of every selected row."""
+        group_cols = self.differing + self.averaged
+        if group_cols:
+            return pd.Series(list(map(tuple, self.kdf[group_cols].to_numpy().tolist())), index=self.kdf.index)
+        return pd.Series([()] * len(self.kdf), index=self.kdf.index, dtype=object)
+
+    def cells(self) -> tuple[list[tuple], list[dict]]:
+        """Every cell of the path (mask-major, combo-minor) and the missing ones as factor -> level."""
+        present = set(self.group_keys().tolist())
+        cells: list[tuple] = []
+        missing: list[dict] = []
+        for mask in range(1 << len(self.differing)):
+            vk = self.vertex_keys(mask)
+            for combo in self.combos:
+                key = tuple(vk[n] for n in self.differing) + tuple(combo)
+                cells.append(key)
+                if key not in present:
+                    missing.append(self._cell(mask, vk, combo))
+        return cells, missing
+
+    def _cell(self, mask: int, vk: dict[str, str], combo: tuple) -> dict:
+        cell = {}
+        for c in self.factor_cols:
+            if c in self.held:
+                cell[c] = self.held_orig[c]
+            elif c in vk:
+                given = self.high[c] if mask >> self.differing.index(c) & 1 else self.low[c]
+                cell[c] = self.orig(c, vk[c], given)
+            elif c in self.averaged:
+                cell[c] = self.orig(c, combo[self.averaged.index(c)], None)
+            elif c in self.constant:
+                cell[c] = self.constant[c]
+        return cell
+
+
+def _level_keys(data: pd.DataFrame, factor_cols: list[str]) -> tuple[dict[str, dict[str, Any]], pd.DataFrame]:
+    """Canonical level text of every factor value; one original value per canonical text."""
     originals: dict[str, dict[str, Any]] = {}
     keys = {}
     for c in factor_cols:
@@ -215,108 +312,57 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         for u, k in mapping.items():
             originals[c].setdefault(k, to_jsonable(u))
         keys[c] = data[c].map(mapping)
-    kdf = pd.DataFrame(keys, index=data.index)
+    return originals, pd.DataFrame(keys, index=data.index)
 
-    def orig(c: str, k: str, given: Any) -> Any:
-        return originals[c].get(k, parse_level(str(given)) if isinstance(given, str) else given)
 
+def _split_named(named: list[str], low: dict, high: dict) -> tuple[dict[str, str], list[str]]:
+    """Named factors held at one level (one side only, or the same level) and those that differ."""
     held, differing = {}, []
     for name in named:
         lo_k = level_text(low[name]) if name in low else None
         hi_k = level_text(high[name]) if name in high else None
         if lo_k is None or hi_k is None or lo_k == hi_k:
-            k = lo_k if lo_k is not None else hi_k
-            held[name] = k
+            held[name] = lo_k if lo_k is not None else hi_k
         else:
             differing.append(name)
     if len(differing) > MAX_DIFFERING:
         raise UserError(f"{len(differing)} factors differ; at most {MAX_DIFFERING} (2^k cells)", field="--low/--high")
+    return held, differing
 
-    sel = pd.Series(True, index=data.index)
-    for name, k in held.items():
-        sel &= kdf[name] == k
-    for name in differing:
-        sel &= kdf[name].isin([level_text(low[name]), level_text(high[name])])
-    data, kdf = data[sel], kdf[sel]
 
-    others = [c for c in factor_cols if c not in named]
-    averaged = [c for c in others if kdf[c].nunique() > 1]
-    constant = {c: orig(c, kdf[c].iloc[0], None) for c in others if kdf[c].nunique() == 1}
-    combos = (sorted(set(map(tuple, kdf[averaged].to_numpy().tolist()))) if averaged else [()])
-    if not len(data):
-        combos = [()] if not averaged else combos
-
-    k = len(differing)
-    held_orig = {n: orig(n, kk, low.get(n, high.get(n))) for n, kk in held.items()}
-    result = ExplainResult(contributions=_empty_contributions(), differing=differing, held={**held_orig, **constant},
-                           averaged_over={c: [orig(c, v, None) for v in sorted(kdf[c].unique(), key=level_sort_key)]
-                                          for c in averaged},
-                           bootstrap=bootstrap if item else 0, seed=seed, level=level)
-
-    # group rows by (vertex mask, combo)
-    def vertex_keys(mask: int) -> dict[str, str]:
-        return {n: level_text(high[n]) if mask >> i & 1 else level_text(low[n]) for i, n in enumerate(differing)}
-
-    group_cols = differing + averaged
-    if group_cols:
-        gkey = pd.Series(list(map(tuple, kdf[group_cols].to_numpy().tolist())), index=kdf.index)
-    else:
-        gkey = pd.Series([()] * len(kdf), index=kdf.index, dtype=object)
-    present_groups = set(gkey.tolist())
-
-    cells: list[tuple] = []  # in order: mask-major, combo-minor
-    missing: list[dict] = []
-    for mask in range(1 << k):
-        vk = vertex_keys(mask)
-        for combo in combos:
-            key = tuple(vk[n] for n in differing) + tuple(combo)
-            cells.append(key)
-            if key not in present_groups:
-                cell = {}
-                for c in factor_cols:
-                    if c in held:
-                        cell[c] = held_orig[c]
-                    elif c in vk:
-                        cell[c] = orig(c, vk[c], high[c] if mask >> differing.index(c) & 1 else low[c])
-                    elif c in averaged:
-                        cell[c] = orig(c, combo[averaged.index(c)], None)
-                    elif c in constant:
-                        cell[c] = constant[c]
-                missing.append(cell)
-    if missing:
-        result.missing_cells = missing
-        return result
-
-    n_combo = len(combos)
-    cell_index = {key: j for j, key in enumerate(cells)}
-    gidx = gkey.map(cell_index).to_numpy()
-
+def _cell_values(data: pd.DataFrame, gidx: np.ndarray, n_cells: int, item: str | None, bootstrap: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """Mean response of every path cell; with ``item``, the item-bootstrap replicates and the item count."""
     if item is None:
-        sums = np.bincount(gidx, weights=data["_resp"].to_numpy(float), minlength=len(cells))
-        counts = np.bincount(gidx, minlength=len(cells))
-        cell_means = sums / counts
-        reps = None
-    else:
-        by_task = "task" in data.columns and item != "task"
-        ikey = (data["task"].astype(str) + ITEM_SEP if by_task else "") + data[item].astype(str)
-        codes, uniq_items = pd.factorize(ikey, sort=True)
-        mat_sum = np.zeros((len(cells), len(uniq_items)))
-        mat_cnt = np.zeros((len(cells), len(uniq_items)))
-        np.add.at(mat_sum, (gidx, codes), data["_resp"].to_numpy(float))
-        np.add.at(mat_cnt, (gidx, codes), 1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mat = np.where(mat_cnt > 0, mat_sum / np.where(mat_cnt > 0, mat_cnt, 1), np.nan)
-        cell_means = np.nanmean(mat, axis=1)
-        groups = np.array([k.split(ITEM_SEP, 1)[0] for k in uniq_items]) if by_task else None
-        reps = item_bootstrap_means(mat, bootstrap, seed, groups=groups) if bootstrap > 0 else None
-        result.n_items = int(len(uniq_items))
+        sums = np.bincount(gidx, weights=data["_resp"].to_numpy(float), minlength=n_cells)
+        counts = np.bincount(gidx, minlength=n_cells)
+        return sums / counts, None, None
+    by_task = "task" in data.columns and item != "task"
+    ikey = (data["task"].astype(str) + ITEM_SEP if by_task else "") + data[item].astype(str)
+    codes, uniq_items = pd.factorize(ikey, sort=True)
+    mat_sum = np.zeros((n_cells, len(uniq_items)))
+    mat_cnt = np.zeros((n_cells, len(uniq_items)))
+    np.add.at(mat_sum, (gidx, codes), data["_resp"].to_numpy(float))
+    np.add.at(mat_cnt, (gidx, codes), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mat = np.where(mat_cnt > 0, mat_sum / np.where(mat_cnt > 0, mat_cnt, 1), np.nan)
+    groups = np.array([k.split(ITEM_SEP, 1)[0] for k in uniq_items]) if by_task else None
+    reps = item_bootstrap_means(mat, bootstrap, seed, groups=groups) if bootstrap > 0 else None
+    return np.nanmean(mat, axis=1), reps, int(len(uniq_items))
 
+
+def _decompose(result: ExplainResult, path: _Path, cell_means: np.ndarray, reps: np.ndarray | None,
+               level: float) -> None:
+    """Vertex values, Shapley contributions and (with replicates) their intervals, into ``result``."""
+    differing, low, high = path.differing, path.low, path.high
+    k, n_combo = len(differing), len(path.combos)
     v = cell_means.reshape(1 << k, n_combo).mean(axis=1)
     W = shapley_matrix(k)
     phi = W @ v
     result.low_value, result.high_value = float(v[0]), float(v[-1])
     result.path_values = {
-        ",".join(f"{n}={level_text(orig(n, kk, None))}" for n, kk in vertex_keys(mask).items()) or "(none)": float(v[mask])
+        ",".join(f"{n}={level_text(path.orig(n, kk, None))}" for n, kk in path.vertex_keys(mask).items())
+        or "(none)": float(v[mask])
         for mask in range(1 << k)
     }
     ci_lo = np.full(k, np.nan)
@@ -336,7 +382,6 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         "contribution": phi.astype(float),
         "ci_low": np.asarray(ci_lo, dtype=float),
         "ci_high": np.asarray(ci_hi, dtype=float),
-        "low_level": [orig(n, level_text(low[n]), low[n]) for n in differing],
-        "high_level": [orig(n, level_text(high[n]), high[n]) for n in differing],
+        "low_level": [path.orig(n, level_text(low[n]), low[n]) for n in differing],
+        "high_level": [path.orig(n, level_text(high[n]), high[n]) for n in differing],
     }) if k else _empty_contributions()
-    return result
