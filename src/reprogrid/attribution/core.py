@@ -19,6 +19,11 @@ from reprogrid.errors import UserError
 from reprogrid.io import to_jsonable
 
 
+ALIASED = ("factors that are relabellings of each other (each level of one goes with exactly one level of the "
+           "other in the data) cannot be told apart: they are decomposed as one factor, named A+B, whose share is "
+           "what they explain together; 'aliased' lists them")
+
+
 @dataclass
 class AttributionResult:
     """``table``: one row per effect with :data:`COLUMNS`; ``details``: method and settings (JSON)."""
@@ -81,6 +86,7 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     items = as_list(item)
     bootstrap, permutations, seed, ci = _check_options(bootstrap, noise_floor_permutations, seed, ci)
     data = prepare(df, response, factors, items, family)
+    factors = data.factors  # aliased factors merged
     k = len(factors)
     subsets = Subsets(data.cell_codes)
     extra_total = data.cell_q.sum() if family == "gaussian" else data.cell_h.sum()
@@ -106,6 +112,9 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     details = _details(data, family, response, items, anova, bootstrap, v_all)
     details["first_order"] = dict(zip(factors, [float(v[0, 1 << j]) for j in range(k)]))
     details.update({"bootstrap": boot_info, "noise_floor": noise_info, "seed": seed})
+    if data.aliased:
+        details["aliased"] = data.aliased
+        details["method"]["aliased"] = ALIASED
     if k <= 10:
         details["v"] = {(":".join(factors[j] for j in range(k) if m >> j & 1) or "(none)"): float(v[0, m])
                         for m in range(subsets.n_masks)}

@@ -3,7 +3,7 @@ entries (an entry is one (cell, item) pair; without an item column every row is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -39,6 +39,7 @@ class Data:
     n_units: int
     n_rows: int
     y_mean: float
+    aliased: dict[str, list[str]] = field(default_factory=dict)  # merged name -> the aliased factors
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def check_arguments(df: Any, response: str, factors: list[str], items: list[str]
     _check_columns(list(df.columns), [response, *factors, *items], "the table")
     n_rows = len(df)
     if n_rows < 2:
-        raise UserError(f"the table has {n_rows} rows; expected at least 2", field="INPUT")
+        raise UserError(f"the table has {n_rows} rows; expected at least 2", field="rows")
 
 
 def response_values(df: pd.DataFrame, response: str, family: str) -> np.ndarray:
@@ -198,6 +199,50 @@ def cells_of(codes_list: list[np.ndarray], n_rows: int) -> tuple[np.ndarray, np.
     return remap[cell_row], cell_codes[order]
 
 
+def find_aliases(cell_codes: np.ndarray, n_levels: np.ndarray) -> list[list[int]]:
+    """Groups of two or more factors that are relabellings of each other (aliased, perfectly confounded):
+    in the present cells each level of one goes with exactly one level of the other and vice versa
+    (e.g. a context length in tokens and the same length written "4k"). Indices in factor order."""
+    k = cell_codes.shape[1]
+    root = list(range(k))
+    for i in range(k):
+        for j in range(i + 1, k):
+            if n_levels[i] != n_levels[j] or root[j] != j:
+                continue
+            pairs = np.unique(cell_codes[:, i] * np.int64(n_levels[j]) + cell_codes[:, j])
+            if len(pairs) == n_levels[i]:  # every level of i present, each with one level of j: a bijection
+                root[j] = root[i]
+    groups: dict[int, list[int]] = {}
+    for j, r in enumerate(root):
+        groups.setdefault(r, []).append(j)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def merge_aliases(factors: list[str], levels: list[list[Any]], cell_codes: np.ndarray, groups: list[list[int]]):
+    """One factor per aliased group, named ``A+B``, at the place of its first member; its level ``c`` is
+    the list of the members' levels that go together. Returns factors, levels, cell codes, aliased."""
+    drop = {j for g in groups for j in g[1:]}
+    first = {g[0]: g for g in groups}
+    names, merged_levels, aliased = [], [], {}
+    for j, f in enumerate(factors):
+        if j in drop:
+            continue
+        if j not in first:
+            names.append(f)
+            merged_levels.append(levels[j])
+            continue
+        members = first[j]
+        name = "+".join(factors[m] for m in members)
+        at = [int(np.flatnonzero(cell_codes[:, j] == c)[0]) for c in range(len(levels[j]))]
+        merged_levels.append([[levels[m][cell_codes[i, m]] for m in members] for i in at])
+        names.append(name)
+        aliased[name] = [factors[m] for m in members]
+    keep = [j for j in range(len(factors)) if j not in drop]
+    # a dropped member is a function of its group's first member, which comes before it: the
+    # lexicographic order of the cells is unchanged
+    return names, merged_levels, cell_codes[:, keep], aliased
+
+
 def _entries(df: pd.DataFrame, items: list[str], cell_row: np.ndarray, yv: np.ndarray, hv: np.ndarray):
     """Per (cell, unit) entry: cell, unit, count, sum, sum of squares, sum of h; and the number of units."""
     n_rows = len(cell_row)
@@ -224,7 +269,6 @@ def prepare(df: pd.DataFrame, response: str, factors: list[str], items: list[str
     check_arguments(df, response, factors, items, family)
     y = response_values(df, response, family)
     codes_list, levels = factor_codes(df, factors)
-    n_levels = np.array([len(lv) for lv in levels], dtype=np.int64)
     if np.ptp(y) == 0:
         what = ("response is constant; there is no variance to attribute" if family == "gaussian" else
                 "binomial response is constant; there is no deviance to attribute")
@@ -239,9 +283,15 @@ def prepare(df: pd.DataFrame, response: str, factors: list[str], items: list[str
         hv = xlogy(y, y) + xlogy(1.0 - y, 1.0 - y)
     n_rows = len(df)
     cell_row, cell_codes = cells_of(codes_list, n_rows)
+    n_levels = np.array([len(lv) for lv in levels], dtype=np.int64)
+    aliased: dict[str, list[str]] = {}
+    groups = find_aliases(cell_codes, n_levels)
+    if groups:
+        factors, levels, cell_codes, aliased = merge_aliases(factors, levels, cell_codes, groups)
+        n_levels = np.array([len(lv) for lv in levels], dtype=np.int64)
     n_cells = len(cell_codes)
     (e_cell, e_unit, e_n, e_s, e_q, e_h), n_units = _entries(df, items, cell_row, yv, hv)
     cell_n, cell_s, cell_q, cell_h = (np.bincount(e_cell, weights=w, minlength=n_cells) for w in (e_n, e_s, e_q, e_h))
     return Data(factors, levels, n_levels, cell_codes, cell_n, cell_s, cell_q, cell_h,
                 e_cell.astype(np.int64), e_unit.astype(np.int64), e_n, e_s, e_q, e_h,
-                n_units, n_rows, y_mean)
+                n_units, n_rows, y_mean, aliased)

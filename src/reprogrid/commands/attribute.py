@@ -72,6 +72,7 @@ def run(args) -> int:
         raise UserError(f"column {args.response!r} is the response; it cannot be a factor or item column",
                         field="--response")
     cols = [args.response, *factors, *items]
+    where = f"INPUT {args.input}"
     df = read_table(args.input, cols, what="INPUT", text_columns=factors)
     if args.allow_degenerate:
         factors = varying_factors(df, factors)
@@ -84,8 +85,14 @@ def run(args) -> int:
             write_degenerate(out, reason, args.response, factors, len(df))
             print(f"no variance to attribute: {reason}")
             return 0
-    result = attribute(df, args.response, factors, item=items or None, family=family, bootstrap=bootstrap,
-                       seed=seed, ci=ci, noise_floor_permutations=perms)
+    try:
+        result = attribute(df, args.response, factors, item=items or None, family=family, bootstrap=bootstrap,
+                           seed=seed, ci=ci, noise_floor_permutations=perms)
+    except UserError as exc:
+        raise exc.in_file(where) from None
+    for name, members in result.details.get("aliased", {}).items():
+        print(f"note: {where}: {', '.join(members)}: aliased (each level of one goes with exactly one level of "
+              f"the other); decomposed together as one factor {name}")
     paths = write_result(result, out)
     print(f"wrote {paths['csv']} and {paths['json']}")
     return 0
