@@ -167,6 +167,7 @@ def _records(gens: dict, failed: set, truncated_gid: str | None, truncated: int,
 
 def _write_attribution(results: Path, seed: int, samples: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     from reprogrid.attribution import COLUMNS, AttributionResult
+    from reprogrid.commands.attribute import write_result
 
     rows = [dict(zip(COLUMNS, r)) for r in KNOWN_SHARES]
     main_eta = sum(r[1] for r in KNOWN_SHARES)
@@ -193,7 +194,7 @@ def _write_attribution(results: Path, seed: int, samples: pd.DataFrame, cells: p
                    "above_noise": r[3] > r[7], "permutation": "within items"} for r in KNOWN_SHARES}},
         "seed": seed,
     }
-    AttributionResult(table=table, details=details).write(results / "attribution")
+    write_result(AttributionResult(table=table, details=details), results / "attribution")
     return table
 
 

@@ -439,3 +439,93 @@ def test_read_table_reads_only_needed_columns(table_files):
     assert sorted(read_table(csv, ["A", "y"]).columns) == ["A", "y"]
     with pytest.raises(UserError, match="'zzz' not found"):
         read_table(csv, ["zzz"])
+
+
+# --------------------------------------------------------------------------------------------------
+# No silent misreads: aliased factors, text levels, error lines that name the file
+# --------------------------------------------------------------------------------------------------
+
+
+def aliased_table(seed: int = 0, n_items: int = 30) -> pd.DataFrame:
+    """Context length in tokens and the same length written "1k"/"2k"/"4k": one factor under two names.
+    y = 0.5 * (tokens == 4096) + 0.3 * quant + item effect + noise."""
+    df = crossed_items(seed, n_items=n_items, reps=3).rename(columns={"A": "quant"})
+    df["tokens"] = df.B.map({0: 1024, 1: 2048, 2: 4096})
+    df["label"] = df.B.map({0: "1k", 1: "2k", 2: "4k"})
+    df["y"] = df.y + 0.5 * (df.tokens == 4096)
+    return df.drop(columns="B")
+
+
+def test_aliased_factors_are_merged_with_the_shares_of_one_factor():
+    df = aliased_table()
+    merged = attribute(df, "y", ["tokens", "quant", "label"], item="item", bootstrap=60, seed=1,
+                       noise_floor_permutations=40)
+    single = attribute(df, "y", ["tokens", "quant"], item="item", bootstrap=60, seed=1, noise_floor_permutations=40)
+    # known answer: exactly the decomposition with one copy of the factor, under the merged name
+    assert list(merged.table.effect) == ["tokens+label", "quant", "tokens+label:quant", "residual"]
+    assert list(single.table.effect) == ["tokens", "quant", "tokens:quant", "residual"]
+    np.testing.assert_allclose(merged.table[COLUMNS[1:]].to_numpy(float), single.table[COLUMNS[1:]].to_numpy(float),
+                               rtol=1e-12, atol=1e-15, equal_nan=True)
+    assert merged.details["aliased"] == {"tokens+label": ["tokens", "label"]}
+    assert "aliased" in merged.details["method"] and "aliased" not in single.details
+    assert merged.details["levels"]["tokens+label"] == [[1024, "1k"], [2048, "2k"], [4096, "4k"]]
+    # never called noise: the merged factor holds what both explain together, above its noise floor
+    row = by_effect(merged).loc["tokens+label"]
+    assert row.shapley > 0.02 and row.shapley > row.noise_floor
+    assert merged.details["noise_floor"]["factors"]["tokens+label"]["above_noise"] is True
+
+
+def test_three_aliased_names_merge_and_confounded_but_not_aliased_factors_do_not():
+    df = aliased_table(1).assign(kib=lambda t: t.tokens // 1024)
+    res = attribute(df, "y", ["label", "quant", "kib", "tokens"], item="item", noise_floor_permutations=0)
+    assert res.details["aliased"] == {"label+kib+tokens": ["label", "kib", "tokens"]}
+    assert list(res.table.effect)[:2] == ["label+kib+tokens", "quant"]
+    # nested, not aliased: 'short' takes one value for 1k and 2k (a function of tokens, not a relabelling)
+    df["short"] = df.tokens < 4096
+    res = attribute(df, "y", ["tokens", "short", "quant"], item="item", noise_floor_permutations=0)
+    assert "aliased" not in res.details and list(res.table.effect)[:3] == ["tokens", "short", "quant"]
+
+
+def test_cli_announces_aliased_factors(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    aliased_table().to_csv(path, index=False)
+    out = tmp_path / "o"
+    rc = cli_main(["attribute", str(path), "--response", "y", "--factors", "tokens,label,quant", "--item", "item",
+                   "--bootstrap", "20", "--noise-permutations", "10", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"note: INPUT {path}: tokens, label: aliased" in printed and "one factor tokens+label" in printed
+    assert list(pd.read_csv(out / "variance_shares.csv").effect)[:2] == ["tokens+label", "quant"]
+    doc = json.loads((out / "variance_shares.json").read_text())
+    assert doc["aliased"] == {"tokens+label": ["tokens", "label"]}
+    assert doc["levels"]["tokens+label"] == [["1024", "1k"], ["2048", "2k"], ["4096", "4k"]]  # factors read as text
+
+
+def test_cli_levels_spelled_none_na_null_stay_levels(tmp_path, capsys):
+    df = crossed_items(2, n_items=12)
+    df["A"] = df.A.map({0: "None", 1: "NA"})
+    df["B"] = df.B.map({0: "null", 1: "nan", 2: "N/A"})
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    rc = cli_main(["attribute", str(path), "--response", "y", "--factors", "A,B", "--item", "item",
+                   "--bootstrap", "0", "--noise-permutations", "0", "--out", str(tmp_path / "o")])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "variance_shares.json").read_text())
+    assert doc["levels"] == {"A": ["NA", "None"], "B": ["N/A", "nan", "null"]} and doc["n_rows"] == len(df)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda t: t.assign(y=t.y.astype(object).where(t.index != 4, "inf")), "y: response has 1 missing or infinite"),
+    (lambda t: t.assign(y=t.y.where(t.index != 4)), "y: response has 1 missing or infinite"),
+    (lambda t: t.assign(A=t.A.astype(object).where(t.index != 7, "")), "A: factor column has 1 missing values"),
+    (lambda t: t.assign(item=t["item"].astype(object).where(t.index != 7, "")), "item: item column has 1 missing"),
+])
+def test_cli_error_lines_name_the_file_and_the_column(tmp_path, capsys, edit, needle):
+    path = tmp_path / "t.csv"
+    edit(crossed_items(3, n_items=10)).to_csv(path, index=False)
+    rc = cli_main(["attribute", str(path), "--response", "y", "--factors", "A,B", "--item", "item",
+                   "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: INPUT {path}: {needle}"), err
+    assert not (tmp_path / "o").exists()

@@ -219,3 +219,79 @@ def test_cli_unreadable_input(tmp_path, capsys):
                  "--high", "a=2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "file not found" in err[0]
+
+
+# No silent misreads: infinite responses, missing levels, left-out rows, text levels, error lines with the file
+
+
+def test_infinite_response_is_refused_naming_the_column():
+    df = grid(lambda a, b, c, d: 0.1)
+    df.loc[3, "score"] = np.inf
+    with pytest.raises(UserError, match=r"--response: column 'score' has 1 infinite value"):
+        explain(df, "score", LOW, HIGH, factors=FACTORS)
+
+
+def test_missing_factor_level_is_refused_naming_the_column():
+    df = grid(lambda a, b, c, d: 0.1)
+    df.loc[5, "c"] = None  # before: the row was dropped silently and the path reported complete
+    with pytest.raises(UserError, match=r"^c: factor column 'c' has 1 missing value"):
+        explain(df, "score", LOW, HIGH, factors=FACTORS)
+    s = samples_grid()
+    s.loc[2, "item_id"] = None
+    with pytest.raises(UserError, match=r"^item_id: item column 'item_id' has 1 missing"):
+        explain(s, "score", {"a": "a0"}, {"a": "a1"}, item="item_id", factors=["a", "b"], bootstrap=10)
+
+
+def test_rows_without_a_response_are_left_out_and_counted():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + 0.1 * b, d_levels=("d0", "d1"))
+    df.loc[(df.a == "a1") & (df.b == "b0") & (df.c == "c0") & (df.d == "d1"), "score"] = np.nan
+    df.loc[(df.a == "a0") & (df.b == "b0") & (df.c == "c0") & (df.d == "d0"), "status"] = "failed"
+    res = explain(df, "score", {"a": "a0", "b": "b0", "c": "c1"}, {"a": "a1", "b": "b1", "c": "c1"},
+                  factors=FACTORS)
+    assert res.left_out == {"status not ok": 1, "no score": 1}
+    assert res.summary()["left_out"] == {"status not ok": 1, "no score": 1}
+    assert contrib(res) == pytest.approx({"a": 0.2, "b": 0.1}, abs=1e-12)  # neither row was on this path
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)  # both were: their cells are missing, not dropped
+    assert not res.complete and len(res.missing_cells) == 2
+
+
+def test_cli_levels_spelled_none_and_na_stay_levels_and_numbers_keep_their_type(tmp_path, capsys):
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + 0.3 * b)
+    df["a"] = df["a"].map({"a0": "None", "a1": "NA"})
+    df["b"] = df["b"].map({"b0": 4096, "b1": 8192})
+    src = tmp_path / "cells.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "out"
+    rc = main(["explain", str(src), "--response", "score", "--low", "a=None,b=4096,c=c0", "--high",
+               "a=NA,b=8192,c=c0", "--factors", "a,b,c,d", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    got = {r["factor"]: (r["low_level"], r["high_level"], r["contribution"]) for r in summary["contributions"]}
+    assert got == {"a": ("None", "NA", pytest.approx(0.2)), "b": (4096, 8192, pytest.approx(0.3))}
+    assert summary["held"] == {"c": "c0", "d": "d0"} and summary["left_out"] == {}
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda t: t.assign(score=t.score.astype(object).where(t.index != 2, "inf")),
+     "--response: column 'score' has 1 infinite value"),
+    (lambda t: t.assign(c=t.c.where(t.index != 2, "")), "c: factor column 'c' has 1 missing value"),
+])
+def test_cli_error_lines_name_the_file(tmp_path, capsys, edit, needle):
+    src = tmp_path / "cells.csv"
+    edit(grid(lambda a, b, c, d: 0.1)).to_csv(src, index=False)
+    rc = main(["explain", str(src), "--response", "score", "--low", "a=a0", "--high", "a=a1", "--factors", "a,b,c,d",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: INPUT {src}: {needle}"), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_announces_left_out_rows(tmp_path, capsys):
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a)
+    df.loc[df.c == "c1", "status"] = "failed"
+    src = tmp_path / "cells.csv"
+    df.to_csv(src, index=False)
+    rc = main(["explain", str(src), "--response", "score", "--low", "a=a0,c=c0", "--high", "a=a1,c=c0",
+               "--factors", "a,b,c,d", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    assert f"note: INPUT {src}: 4 row(s) left out (status not ok)" in capsys.readouterr().err

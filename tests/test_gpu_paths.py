@@ -18,6 +18,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from reprogrid import generate, models
+from reprogrid.catalogue import prepared_key
 from reprogrid.study import gpu_needs, load_study
 from reprogrid.errors import UserError
 
@@ -54,8 +55,8 @@ def test_gpu_config_is_valid_and_its_needs_are_listed(tmp_path):
     c = load_study(cfg(tmp_path, BASE))
     assert gpu_needs(c) == ["models.m.device: cuda", "quantization gptq_int4"]
     # the GPTQ level has its own prepared directory (other weights); bitsandbytes reuses the source one
-    assert models.prepared_key("m", "gptq_int4") == "m--gptq_int4"
-    assert models.prepared_key("m", "bnb_4bit") == "m--source"
+    assert prepared_key("m", "gptq_int4") == "m--gptq_int4"
+    assert prepared_key("m", "bnb_4bit") == "m--source"
 
 
 @pytest.mark.parametrize("path,value,field", [

@@ -28,6 +28,15 @@ class UserError(Exception):
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
 
+    def in_file(self, where: str) -> "UserError":
+        """This error located in a file (or a table named by its file): ``<file>: <field>: <message>``."""
+        text = str(self)
+        if text == where or text.startswith(f"{where}: "):
+            return self
+        located = UserError(text, field=where)
+        located.exit_code = self.exit_code
+        return located
+
 
 # ---------------------------------------------------------------------------------------------------
 # schema errors

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from reprogrid import grid, models
-from reprogrid.catalogue import TASKS
+from reprogrid.catalogue import BNB_LEVELS, TASKS
 from reprogrid.chat_formats import chat_template_args
 from reprogrid.errors import UserError
 from reprogrid.io import write_json, write_parquet
@@ -118,7 +118,7 @@ def load_vllm(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, se
 
     import torch
 
-    if gen["quantization"] in models.BNB_LEVELS:
+    if gen["quantization"] in BNB_LEVELS:
         models.check_gpu_level(gen["quantization"], "cuda")
     if importlib.util.find_spec("vllm") is None:
         raise UserError("backend vllm needs the vllm package: pip install 'reprogrid[gpu]' (CUDA machines)",
@@ -209,6 +209,21 @@ def _load_settings(gen: dict) -> tuple:
     return (gen["dtype"], gen["attn_implementation"], gen["quantization"])
 
 
+def _provenance(cfg, gen: dict, model_info: dict, entry: dict, threads: int, memory: dict | None,
+                details: dict) -> dict:
+    """What one generation's ``<generation_id>.json`` records beside its records."""
+    return {
+        "generation_id": gen["generation_id"], "generation": gen, "config_path": str(cfg.path),
+        "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
+        "backend": entry.get("backend", "hf"), "device": entry.get("device", "cpu"),
+        "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
+                                                   "tokenizer_sha256", "quantization", "level", "checkpoint")},
+        "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
+        "memory_estimate": memory,
+        "ruler": {"tasks": list(cfg.ruler["tasks"]), "n_items": int(cfg.ruler["n_items"])}, **details,
+    }
+
+
 def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_dir: Path,
               manifest: Path, threads: int) -> dict:
     """Run all generations of one prepared model; write per-generation outputs and the manifest."""
@@ -267,18 +282,9 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
             records, details = run_generation(lm, tok, gen, docs_root, tasks, n_items,
                                               out_dir.parent / "lm_eval_cache", cfg.seed)
             records.insert(0, "generation_id", gid)
-            provenance = {
-                "generation_id": gid, "generation": gen, "config_path": str(cfg.path),
-                "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
-                "backend": backend, "device": device,
-                "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
-                                                           "tokenizer_sha256", "quantization", "level", "checkpoint")},
-                "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
-                "memory_estimate": memory if backend != "vllm" else None,
-                "ruler": {"tasks": tasks, "n_items": n_items}, **details,
-            }
             write_parquet(records, out)
-            write_json(meta, provenance)
+            write_json(meta, _provenance(cfg, gen, model_info, entry, threads,
+                                         memory if backend != "vllm" else None, details))
             log(f"[generate] {gid}: {len(records)} samples in {details['seconds']:.0f} s, "
                 f"lm-eval mean {records['lm_eval_score'].mean():.3f}, {details['n_truncated']} truncated")
             status[gid] = {"status": "ok", "records": out.name}

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reprogrid.attribution import (COLUMNS, CSV_NAME, DEFAULT_NOISE_PERMUTATIONS, FAMILIES, JSON_NAME, attribute,
-                                   check_int, varying_factors)
+from reprogrid.attribution import (COLUMNS, CSV_NAME, DEFAULT_NOISE_PERMUTATIONS, FAMILIES, JSON_NAME,
+                                   AttributionResult, attribute, check_int, varying_factors)
 from reprogrid.errors import UserError
 from reprogrid.io import read_table, write_csv, write_json
 
@@ -72,6 +72,7 @@ def run(args) -> int:
         raise UserError(f"column {args.response!r} is the response; it cannot be a factor or item column",
                         field="--response")
     cols = [args.response, *factors, *items]
+    where = f"INPUT {args.input}"
     df = read_table(args.input, cols, what="INPUT", text_columns=factors)
     if args.allow_degenerate:
         factors = varying_factors(df, factors)
@@ -84,11 +85,32 @@ def run(args) -> int:
             write_degenerate(out, reason, args.response, factors, len(df))
             print(f"no variance to attribute: {reason}")
             return 0
-    result = attribute(df, args.response, factors, item=items or None, family=family, bootstrap=bootstrap,
-                       seed=seed, ci=ci, noise_floor_permutations=perms)
-    paths = result.write(out)
+    try:
+        result = attribute(df, args.response, factors, item=items or None, family=family, bootstrap=bootstrap,
+                           seed=seed, ci=ci, noise_floor_permutations=perms)
+    except UserError as exc:
+        raise exc.in_file(where) from None
+    for name, members in result.details.get("aliased", {}).items():
+        print(f"note: {where}: {', '.join(members)}: aliased (each level of one goes with exactly one level of "
+              f"the other); decomposed together as one factor {name}")
+    paths = write_result(result, out)
     print(f"wrote {paths['csv']} and {paths['json']}")
     return 0
+
+
+def write_result(result: AttributionResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``variance_shares.csv`` (the table, 10 significant digits) and ``variance_shares.json``
+    (the table's rows as ``effects`` plus the details) into ``out_dir``, each atomically."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory", field="--out")
+    csv_path, json_path = out / CSV_NAME, out / JSON_NAME
+    try:
+        write_csv(result.table, csv_path, float_format="%.10g")
+        write_json(json_path, result.to_json_obj())
+    except OSError as exc:
+        raise UserError(f"cannot write to {out}: {exc.strerror or exc}", field="--out") from None
+    return {"csv": csv_path, "json": json_path}
 
 
 def write_degenerate(out: Path, reason: str, response: str, factors: list[str], n_rows: int) -> None:

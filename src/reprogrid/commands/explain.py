@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from reprogrid.catalogue import cell_text, level_text
+from reprogrid.catalogue import cell_text, factor_names, level_text
+from reprogrid.errors import UserError
 from reprogrid.explain import explain, parse_levels
 from reprogrid.io import read_table, to_jsonable, write_json, write_text
 
@@ -32,9 +33,16 @@ def run(args) -> int:
     low = parse_levels(args.low, "--low")
     high = parse_levels(args.high, "--high")
     factors = [f.strip() for f in args.factors.split(",") if f.strip()] if args.factors else None
-    df = read_table(args.input, what="INPUT")
-    res = explain(df, args.response, low, high, item=args.item, bootstrap=args.bootstrap, seed=args.seed,
-                  factors=factors, level=args.level)
+    where = f"INPUT {args.input}"
+    text = [*(factors if factors is not None else factor_names()), *low, *high]  # levels are text, not numbers
+    df = read_table(args.input, what="INPUT", text_columns=list(dict.fromkeys(text)))
+    try:
+        res = explain(df, args.response, low, high, item=args.item, bootstrap=args.bootstrap, seed=args.seed,
+                      factors=factors, level=args.level)
+    except UserError as exc:
+        raise exc.in_file(where) from None
+    for reason, n in res.left_out.items():
+        print(f"note: {where}: {n} row(s) left out ({reason})", file=sys.stderr)
     out = Path(args.out)
     if res.missing_cells:
         for cell in res.missing_cells:
