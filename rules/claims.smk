@@ -36,9 +36,10 @@ rule claims_map:
     params:
         pair=f"--pair {W.claim_pair}" if W.claim_pair else "",
         seed=W.cfg.seed,
+        aggregation=W.fixed_level("aggregation"),
         out=lambda wc, output: os.path.dirname(output.verdicts),
     conda:
         ENV_ANALYSIS
     shell:
         "python -m reprogrid claims map {input.files} --cells {input.cells} --samples {input.samples} "
-        "--shares {input.shares} {params.pair} --seed {params.seed} --out {params.out} > {log} 2>&1"
+        "--shares {input.shares} {params.pair} --seed {params.seed} --aggregation {params.aggregation} --out {params.out} > {log} 2>&1"

@@ -163,6 +163,24 @@ def test_score_intervals_are_the_stats_item_bootstrap(rendered):
         assert (per_cell.loc[cid, "ci_low"], per_cell.loc[cid, "ci_high"]) == pytest.approx((e.low, e.high), rel=1e-5)
 
 
+def test_report_and_verdicts_print_the_same_interval_for_the_same_reading(rendered):
+    """Every reading of verdicts.json (a claim's best grid reading, its alternatives, the reproducibility
+    readings) gets from the report's own score estimator the interval the verdict prints."""
+    from reprogrid.layout import Layout
+    from reprogrid.report import load_inputs
+    from reprogrid.report.scores import Scores
+
+    L = Layout(rendered["results"])
+    v = json.loads(Path(L.verdicts).read_text())
+    scores = Scores(load_inputs(rendered["cfg"], rendered["results"]), 200)  # the fixture's verdicts: 200, study seed
+    readings = [r for e in v["explanations"] for r in ([e["best"]] if e["best"] else []) + e["alternatives"]]
+    readings += v["reproducibility"]["readings"]
+    assert len(readings) >= 4
+    for r in readings:
+        est = scores.estimate(r["cell_ids"])
+        assert [est.lo, est.hi] == r["ci"], r["cell_ids"]
+
+
 def test_inputs_are_read_from_the_layout(rendered):
     """The loader reads the paths layout.Layout gives (the ones the Snakefile's report rule declares)."""
     from reprogrid.layout import Layout

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from reprogrid import grid
-from reprogrid.catalogue import split_prepared_key
+from reprogrid.catalogue import level_text, split_prepared_key
 from reprogrid.io import short_hash
 from reprogrid.layout import Layout
 from reprogrid.study import gpu_needs, load_study
@@ -69,6 +69,10 @@ class StudyWorkflow:
 
     def entry_hash(self, pkey: str) -> str:
         return short_hash(self.model_entry(pkey), 16)
+
+    def fixed_level(self, factor: str) -> str:
+        """The first level of a factor (its only one when it is held fixed)."""
+        return level_text(self.cfg.factors[factor][0])
 
     def section_hash(self, *keys: str) -> str:
         return short_hash({k: self.cfg.raw.get(k) for k in keys}, 16)

@@ -29,14 +29,14 @@ class Intervals:
     """Intervals of readings (equal-weight means of cells): item bootstrap, or a normal approximation."""
 
     def __init__(self, cells: pd.DataFrame, samples: pd.DataFrame | None, bootstrap: int, seed: int,
-                 level: float):
+                 level: float, aggregation: str = "task_mean"):
         self.level = level
         self.boot = None
         if samples is not None and bootstrap > 1:
             for col in ("cell_id", "item_id", "score"):
                 if col not in samples.columns:
                     raise UserError(f"the samples table has no {col!r} column", field="samples")
-            self.boot = ItemBootstrap.from_tables(samples, cells, bootstrap, seed, level)
+            self.boot = ItemBootstrap.from_tables(samples, cells, bootstrap, seed, level, default=aggregation)
             self.method = (f"bootstrap over items, stratified by task ({bootstrap} replicates, seed {seed}, "
                            f"percentile {level:.0%})")
         else:
@@ -228,7 +228,7 @@ def reproducibility(low: Claim, high: Claim, cells: pd.DataFrame, factors: list[
 def verdicts(claims: list[Claim], cells_df: pd.DataFrame, samples_df: pd.DataFrame | None = None,
              factor_names: list[str] | None = None, pair: tuple[str, str] | None = None,
              variance_shares: pd.DataFrame | None = None, bootstrap: int = 1000, seed: int = 0,
-             level: float = 0.95) -> dict:
+             level: float = 0.95, aggregation: str = "task_mean") -> dict:
     """The report's answers for a pair of conflicting claims (JSON-serialisable, fraction scale).
 
     - ``most_explanatory_factor``: the effect with the largest Shapley share of the grid's variance
@@ -255,7 +255,7 @@ def verdicts(claims: list[Claim], cells_df: pd.DataFrame, samples_df: pd.DataFra
             if cid not in by_id:
                 raise UserError(f"unknown claim id {cid!r}; ids: {', '.join(by_id)}", field="--pair")
         low, high = by_id[pair[0]], by_id[pair[1]]
-    iv = Intervals(cells_df, samples_df, bootstrap, seed, level)
+    iv = Intervals(cells_df, samples_df, bootstrap, seed, level, aggregation)
     explanations, profiles, reads = {}, {}, {}
     for c in claims:
         explanations[c.id], profiles[c.id], reads[c.id] = _explanation(c, cells_df, factors, iv)

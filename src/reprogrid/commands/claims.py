@@ -33,6 +33,8 @@ def add_arguments(parser: object) -> None:
     m.add_argument("--bootstrap", type=int, default=1000, metavar="N")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--level", type=float, default=0.95)
+    m.add_argument("--aggregation", choices=["task_mean", "item_mean"], default="task_mean",
+                   help="how a cell without an aggregation column aggregates its items (the study's fixed level)")
     m.add_argument("--out", required=True, metavar="DIR")
 
 
@@ -69,7 +71,8 @@ def run(args) -> int:
     samples = read_table(args.samples, what="--samples") if args.samples else None
     shares = read_table(args.shares, what="--shares") if args.shares else None
     table = map_claims_to_cells(claims, cells, factors)
-    result = verdicts(claims, cells, samples, factors, pair, shares, args.bootstrap, args.seed, args.level)
+    result = verdicts(claims, cells, samples, factors, pair, shares, args.bootstrap, args.seed, args.level,
+                      args.aggregation)
     published = published_record(claims, cells, factors)
     out, names = Path(args.out), Layout()  # file names as the layout has them under claims/
     write_text(out / Path(names.claim_cells).name, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
