@@ -1,11 +1,12 @@
-# The grid, and scoring: metric, scale, aggregation and split applied per cell to stored generations
+# The grid (and, for a fractional design, its alias structure), and scoring: metric, scale, aggregation and split applied per cell to stored generations
 # (no model). The grid rule's `cells` parameter is the hash of the cell table: any edit that changes the
 # grid re-runs it, and through its output everything downstream; nothing else does.
 
 
 rule grid:
     output:
-        L.grid,
+        grid=L.grid,
+        **W.design_outputs,
     log:
         L.log("grid"),
     benchmark:
@@ -13,10 +14,11 @@ rule grid:
     params:
         config=CONFIG_PATH,
         cells=W.grid_hash,
+        aliases=lambda wc, output: f"--aliases {output.aliases}" if "aliases" in output.keys() else "",
     conda:
         ENV_ANALYSIS
     shell:
-        "python -m reprogrid grid --config {params.config} --out {output} > {log} 2>&1"
+        "python -m reprogrid grid --config {params.config} --out {output.grid} {params.aliases} > {log} 2>&1"
 
 
 rule score:

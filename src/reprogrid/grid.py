@@ -14,6 +14,7 @@ import pandas as pd
 
 from reprogrid.catalogue import generation_factors, late_factors, level_text, prepared_key
 from reprogrid.config import Config
+from reprogrid.designs import plan
 from reprogrid.errors import UserError
 from reprogrid.io import short_hash
 
@@ -63,6 +64,7 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
                         field=f"{cfg.path}: factors")
     fixed = {name: cfg.factors[name][0] for name in cfg.factors if name not in listed}
     rules = cfg.raw.get("exclude", [])
+    design = plan(cfg)  # None: the full grid
     rows = []
     runs: dict[tuple, tuple[str, dict]] = {}
     seen: set[tuple] = set()
@@ -71,7 +73,7 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
     product = ({**fixed, **dict(zip(listed, combo))}
                for combo in itertools.product(*(cfg.factors[name] for name in listed)))
     for extra, levels in itertools.chain(((False, lv) for lv in product), ((True, lv) for lv in included)):
-        if not extra and _excluded(levels, rules):
+        if not extra and (_excluded(levels, rules) or (design is not None and not design.keeps(levels))):
             continue
         if included:  # an included cell the product already has is not added twice
             key = tuple(levels[name] for name in listed)
@@ -113,6 +115,11 @@ def expand(cfg: Config) -> pd.DataFrame:
 def generations(cfg: Config) -> dict[str, dict]:
     """generation_id -> every generation setting of that run, the sizing tokenizer and prepared key."""
     return {gid: dict(g) for gid, g in _expanded(cfg)[1].items()}
+
+
+def design_plan(cfg: Config):
+    """The study's fractional design (:class:`reprogrid.designs.Plan`), or None for a full grid."""
+    return plan(cfg)
 
 
 def to_tsv(df: pd.DataFrame) -> str:

@@ -47,6 +47,7 @@ class StudyWorkflow:
         self.tokenizers = sorted({g["sizing_tokenizer"] for g in self.gens.values()})
         self.docs = sorted({(t, g["context_length"], g["sizing_tokenizer"], g["data_seed"])
                             for g in self.gens.values() for t in cfg.ruler["tasks"]})
+        self.design = grid.design_plan(cfg)  # None: a full grid
         self.varying = [f for f in cfg.listed if self.cells[f].nunique() > 1] or list(cfg.listed)
         if cfg.raw.get("specdec"):
             from reprogrid.specdec.cells import study_cells
@@ -76,6 +77,11 @@ class StudyWorkflow:
 
     def section_hash(self, *keys: str) -> str:
         return short_hash({k: self.cfg.raw.get(k) for k in keys}, 16)
+
+    @property
+    def design_outputs(self) -> dict:
+        """Extra outputs of the grid rule: the alias structure of a fractional design."""
+        return {"aliases": self.layout.aliases} if self.design is not None else {}
 
     # --- settings ----------------------------------------------------------------------------------
     @property
