@@ -21,3 +21,30 @@ rule attribute:
     shell:
         "python -m reprogrid attribute {input.samples} --response score --factors {params.factors} --item item_id "
         "--bootstrap {params.bootstrap} --seed {params.seed} --allow-degenerate --out {params.out} > {log} 2>&1"
+
+
+# A fractional design: the model-based decomposition (main effects and the estimable two-way interactions),
+# predicted means of the unrun cells with intervals, and the held-out check (reprogrid.attribution.incomplete).
+if W.design is not None:
+
+    rule estimate:
+        input:
+            samples=L.samples,
+        output:
+            shares=L.design_shares,
+            details=L.design_shares_json,
+            predicted=L.predicted_cells,
+            holdout=L.holdout,
+        log:
+            L.log("estimate"),
+        benchmark:
+            L.benchmark("estimate")
+        params:
+            factors=",".join(W.varying),
+            seed=W.cfg.seed,
+            out=lambda wc, output: os.path.dirname(output.shares),
+        conda:
+            ENV_ANALYSIS
+        shell:
+            "python -m reprogrid estimate {input.samples} --response score --factors {params.factors} "
+            "--seed {params.seed} --out {params.out} > {log} 2>&1"

@@ -112,6 +112,27 @@ class Layout:
         return self._p("attribution", "variance_shares.json")
 
     @property
+    def design_dir(self) -> str:
+        """`reprogrid estimate` on a fractional design: model-based shares, predicted cells, held-out check."""
+        return self._p("attribution", "design")
+
+    @property
+    def design_shares(self) -> str:
+        return self._p("attribution", "design", "design_shares.csv")
+
+    @property
+    def design_shares_json(self) -> str:
+        return self._p("attribution", "design", "design_shares.json")
+
+    @property
+    def predicted_cells(self) -> str:
+        return self._p("attribution", "design", "predicted_cells.csv")
+
+    @property
+    def holdout(self) -> str:
+        return self._p("attribution", "design", "holdout.csv")
+
+    @property
     def claims_dir(self) -> str:
         return self._p("claims")
 

@@ -144,6 +144,8 @@ class StudyWorkflow:
     def final_outputs(self) -> list[str]:
         L = self.layout
         out = [L.grid, L.samples, L.cells, L.shares, L.report_md, L.report_html]
+        if self.design is not None:
+            out += [L.design_shares, L.predicted_cells, L.holdout]
         if self.has_claims:
             out += [L.findings, L.verdicts]
         if self.has_pitfalls:
