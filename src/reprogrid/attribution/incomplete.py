@@ -9,9 +9,11 @@ the predicted means as cell means, the cell size of the runs and the measured wi
   run, over the total; one row per factor and per estimable two-way interaction. An aliased effect is named
   with the effects it is aliased with (``a:b = c:d``), never split; its share is carried by the first
   (main effects first, then two-way interactions by degrees of freedom, in factor order).
-- ``shapley``, ``sobol_total``: as in ``attribute``, on the predicted full grid.
+- ``shapley``, ``sobol_total``: as in ``attribute``, on the predicted full grid, bias-corrected: noise in the
+  fitted coefficients adds spread to the predicted grid, so every v(S) is reduced by its mean increase over
+  draws of the coefficients (the parametric bootstrap's bias correction, 2 v - mean(v*); none without draws).
 - ``ci_low``, ``ci_high``: percentile interval of ``shapley`` over draws of the coefficients from their
-  estimated sampling distribution (a parametric bootstrap).
+  estimated sampling distribution (a parametric bootstrap), shifted by the same correction.
 - ``noise_floor``: the 95th percentile of the share the factor gets when every coefficient of a term that
   involves it is drawn around zero with the estimated covariance: what a factor with no effect gets here.
 
@@ -96,13 +98,18 @@ def _estimate(df, response, factors, family, draws, seed, ci, noise_draws, folds
     subsets = Subsets(full)
     shares = _Shares(subsets, family, n_bar, extra_row, len(full))
     v = shares.v(fit.means(X_full, fit.beta))
-    shap, st = subsets.shapley(v)[0], subsets.sobol_total(v)[0]
     boot_seq, null_seq = np.random.SeedSequence(seed).spawn(2)
     lo, hi = np.full(k + 1, np.nan), np.full(k + 1, np.nan)
-    if draws > 0:
+    bias = np.zeros_like(v)
+    if draws > 0:  # estimation noise in the coefficients adds spread to the predicted grid: remove its mean
         vb = shares.v(fit.means(X_full, fit.draws(np.random.default_rng(boot_seq), draws)))
+        bias = np.nanmean(vb, axis=0, keepdims=True) - v
+        vb = vb - 2 * bias
         sb = np.column_stack([subsets.shapley(vb), 1.0 - vb[:, subsets.full]])
         lo, hi = np.nanquantile(sb, (1 - ci) / 2, axis=0), np.nanquantile(sb, (1 + ci) / 2, axis=0)
+    v = v - bias
+    shap, st = subsets.shapley(v)[0], subsets.sobol_total(v)[0]
+    shares.bias = bias
     noise = _noise(fit, X_full, shares, subsets, noise_draws, np.random.default_rng(null_seq))
     anova = _type2(data, family, fit)
     table = _table(fit, anova, shap, st, float(v[0, subsets.full]), lo, hi, noise)
@@ -123,6 +130,7 @@ class _Shares:
     def __init__(self, subsets: Subsets, family: str, n_bar: float, extra_row: float, n_cells: int):
         self.subsets, self.family, self.n_bar = subsets, family, n_bar
         self.extra_row, self.n_cells = extra_row, n_cells
+        self.bias = 0.0  # the mean extra v(S) that coefficient noise adds (set once known)
 
     def v(self, means: np.ndarray) -> np.ndarray:
         m = np.atleast_2d(means)
@@ -149,7 +157,7 @@ def _noise(fit: CellFit, X_full, shares: _Shares, subsets: Subsets, draws: int, 
         beta = np.tile(fit.beta, (draws, 1))
         beta[:, idx] = rng.multivariate_normal(np.zeros(len(idx)), fit.cov[np.ix_(idx, idx)], size=draws,
                                                method="svd")
-        sh = subsets.shapley(shares.v(fit.means(X_full, beta)))[:, j]
+        sh = subsets.shapley(shares.v(fit.means(X_full, beta)) - shares.bias)[:, j]
         out[j] = float(np.nanquantile(sh, NOISE_QUANTILE))
     return out
 
@@ -231,7 +239,8 @@ def _details(data, fit: CellFit, family, response, anova, draws, noise_draws, ci
             "model": ("main effects and the two-way interactions the cells run can estimate, fitted on cell means: "
                       + ("statsmodels WLS, weights = cell sizes" if family == "gaussian" else
                          "statsmodels GLM, binomial family, variance weights = cell sizes, Pearson dispersion")),
-            "shapley": "Shapley value of each factor under v(S) on the predicted full grid (as attribute)",
+            "shapley": "Shapley value of each factor under v(S) on the predicted full grid (as attribute), v(S) "
+                       "bias-corrected by the coefficient draws (2 v - mean v*)",
             "eta2": "type-II SS of the fitted terms on the cells run / total SS",
             "interval": f"percentile interval over {draws} draws of the coefficients (parametric bootstrap)",
             "noise_floor": f"{NOISE_QUANTILE:.0%} quantile of the share with the factor's coefficients drawn "
@@ -245,6 +254,7 @@ def _details(data, fit: CellFit, family, response, anova, draws, noise_draws, ci
         "model_terms": sorted(fitted, key=terms.index),
         "aliased": [" = ".join(c) for c in chains(fit.aliased)],
         "not_estimable": {n: p for n, p in fit.aliased.items() if len(p) != 1},
+        "partly_estimable_not_fitted": dict(fit.partial),
         "scale": {"value": fit.scale, "source": fit.scale_source, "df_resid": fit.df_resid},
         "anova": {"total": anova["total"], "residual": anova["residual"], "residual_df": anova["residual_df"],
                   "ms_error": anova["ms_error"]},

@@ -29,6 +29,7 @@ class CellFit:
     names: list[str]
     columns: list  # [(term, kept contrast columns)]
     aliased: dict[str, list[str]]  # term -> the earlier terms whose span holds it
+    partial: dict[str, list[str]]  # two-way interactions held in part (not fitted) -> overlapping earlier terms
     beta: np.ndarray
     cov: np.ndarray
     scale: float  # gaussian: residual variance of one row; binomial: Pearson dispersion
@@ -107,7 +108,8 @@ def fit_cells(codes: np.ndarray, n_levels: Sequence[int], names: Sequence[str], 
             scale = max(pearson / df_resid, 1.0) if df_resid > 0 else 1.0
             source = "Pearson dispersion (at least 1)" if df_resid > 0 else "1 (the model is saturated)"
             cov = np.asarray(res.cov_params()) * scale
-    return CellFit(family, np.asarray(n_levels), list(names), g["columns"], g["aliased"], np.asarray(res.params),
+    return CellFit(family, np.asarray(n_levels), list(names), g["columns"], g["aliased"], g["partial"],
+                   np.asarray(res.params),
                    cov, scale, max(df_resid, 0), source)
 
 

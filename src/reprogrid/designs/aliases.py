@@ -3,8 +3,9 @@ which are confounded with which.
 
 Effects are coded as in the attribution's ANOVA (sum-to-zero contrasts; an interaction is the product of its
 factors' contrasts). Terms enter in order (main effects, then two-way interactions in factor order); a term
-keeps the contrast columns that are not already spanned by the terms before it. A term with no column left is
-aliased: named together with the earlier term(s) whose span holds it (``a:b=c:d``), never split between them.
+keeps the contrast columns that are not already spanned by the terms before it. A two-way interaction is
+fitted only if all its columns are left (one held in part would be split arbitrarily); one with no column
+left is aliased: named together with the earlier term(s) whose span holds it (``a:b = c:d``), never split.
 For a regular two-level fraction the full alias chains (to three-factor interactions) come from pyDOE3's
 ``fracfact_aliasing``.
 """
@@ -53,14 +54,14 @@ def greedy_model(codes: np.ndarray, n_levels: Sequence[int], names: Sequence[str
     """The estimable part of the main-effects + two-way model on these rows (default order: main effects, then
     two-way interactions by degrees of freedom, in factor order among equals).
 
-    Returns ``columns``: [(term, indices of its kept contrast columns)], ``df``: term name -> (kept, full),
-    ``aliased``: term name -> the earlier term names whose span holds it (terms with no column left)."""
+    Returns ``columns``: [(term, indices of its kept contrast columns)], ``df``: term name -> (estimable,
+    full degrees of freedom), ``aliased``: term name -> the earlier term names whose span holds it, or (held
+    in part) whose span overlaps it; such two-way interactions are not fitted."""
     if terms is None:  # two-way interactions with fewer degrees of freedom first: whole effects before big ones
         terms = sorted(terms_of(codes.shape[1]), key=lambda t: (len(t), _df(t, n_levels) if len(t) > 1 else 0))
     n = len(codes)
     basis = [np.ones(n) / np.sqrt(n)]
-    columns, df, aliased = [], {}, {}
-    owner: list[tuple[int, ...] | None] = [None]  # which term each basis vector came from
+    columns, df, aliased, partial = [], {}, {}, {}
     for t in terms:
         X = term_matrix(codes, n_levels, t)
         Q = np.column_stack(basis)
@@ -70,16 +71,17 @@ def greedy_model(codes: np.ndarray, n_levels: Sequence[int], names: Sequence[str
             r = c - Q @ (Q.T @ c)
             if np.linalg.norm(r) > TOL * max(np.linalg.norm(c), 1.0) * np.sqrt(n):
                 basis.append(r / np.linalg.norm(r))
-                owner.append(t)
                 Q = np.column_stack(basis)
                 kept.append(i)
         name = term_name(t, names)
         df[name] = (len(kept), X.shape[1])
-        if kept:
+        if len(kept) == X.shape[1] or (kept and len(t) == 1):
             columns.append((t, kept))
-        else:
-            aliased[name] = _partners(X, codes, n_levels, names, [c[0] for c in columns])
-    return {"columns": columns, "df": df, "aliased": aliased}
+        else:  # a two-way interaction the runs hold only in part is not fitted: its estimable part is arbitrary
+            del basis[len(basis) - len(kept):]
+            partners = _partners(X, codes, n_levels, names, [c[0] for c in columns])
+            (partial if kept else aliased)[name] = partners
+    return {"columns": columns, "df": df, "aliased": aliased, "partial": partial}
 
 
 def _partners(X, codes, n_levels, names, earlier) -> list[str]:
@@ -186,8 +188,8 @@ def alias_summary(struct: dict[str, Any]) -> list[str]:
     for n, p in struct["not_estimable"].items():
         lines.append(f"not estimable: {n} (confounded with a combination of {', '.join(p) or 'the intercept'})")
     for n, v in struct["partly_estimable"].items():
-        lines.append(f"partly estimable: {n} ({v['estimable_df']} of {v['df']} degrees of freedom; the rest "
-                     "is confounded with earlier effects)")
+        lines.append(f"partly estimable, not fitted: {n} ({v['estimable_df']} of {v['df']} degrees of freedom; "
+                     "the rest is confounded with earlier effects)")
     if struct.get("chains"):
         lines.append("alias chains (to three-factor interactions): " + "; ".join(struct["chains"]))
     return lines
