@@ -249,3 +249,46 @@ def test_estimate_cli_writes_its_four_files(tmp_path):
     for name in ("design_shares.csv", "design_shares.json", "predicted_cells.csv", "holdout.csv"):
         assert (tmp_path / "out" / name).is_file()
     assert "held-out check" in res.stdout
+
+
+# --- adaptive designs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("design,text", [
+    ({"type": "adaptive", "resolution": "V", "budget": 10}, "the screening fraction needs 16 generation runs, "
+                                                            "more than the budget of 10"),
+    ({"type": "adaptive", "resolution": "V"}, "an adaptive design needs a `budget`"),
+])
+def test_bad_adaptive_designs_are_one_line_errors(tmp_path, design, text):
+    with pytest.raises(UserError, match="design") as e:
+        grid.expand(synthetic(tmp_path, dict(itertools.islice(TWO.items(), 5)), design))
+    assert text in str(e.value)
+
+
+def test_adaptive_rounds_grow_the_grid_up_to_the_budget(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    five = dict(itertools.islice(TWO.items(), 5))
+    cfg = synthetic(tmp_path, five, {"type": "adaptive", "resolution": "III", "budget": 16, "follow_up": 4})
+    names = [*five, "metric"]
+    rng = np.random.default_rng(0)
+    seen, messages = [], []
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
+    for _ in range(4):
+        cells = grid.expand(load_config(cfg.path))
+        seen.append(set(cells["generation_id"]))
+        rows = cells.loc[cells.index.repeat(10)].reset_index(drop=True)
+        rows["y"] = (rows["chat_template"].astype(str) == "True") * 0.5 + rng.normal(0, 1, len(rows))
+        res = estimate(rows, "y", names, draws=10, noise_draws=0)
+        out = tmp_path / "results-tiny" / "attribution" / "design"
+        out.mkdir(parents=True, exist_ok=True)
+        res.predicted.to_csv(out / "predicted_cells.csv", index=False)
+        r = subprocess.run([sys.executable, "-m", "reprogrid", "adapt", "--config", str(cfg.path)],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        messages.append(r.stdout)
+    assert [len(s) for s in seen] == [8, 12, 16, 16]
+    assert seen[0] < seen[1] < seen[2]  # each round keeps every earlier run (same ids)
+    assert messages[0].startswith("round 1: added 4") and messages[1].startswith("round 2: added 4")
+    assert messages[2].startswith("budget reached: 16 of 16")
+    rounds = json.loads((tmp_path / "results-tiny" / "grid" / "rounds.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert set(rounds[0]["generation_ids"]) == seen[1] - seen[0]

@@ -41,6 +41,11 @@ class Layout:
         """The alias structure of a fractional design (next to cells.tsv)."""
         return self._p("grid", "aliases.json")
 
+    @property
+    def design_rounds(self) -> str:
+        """The follow-up rounds of an adaptive design (`reprogrid adapt`); part of the grid's definition."""
+        return self._p("grid", "rounds.json")
+
     # --- models, tokenizers, docs ----------------------------------------------------------------
     def gguf_cache(self, file: str = _w("file")) -> str:
         return self._p("cache", "gguf", file if file.endswith(".gguf") or file.startswith("{") else file)

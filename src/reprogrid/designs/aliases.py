@@ -121,7 +121,8 @@ def chains(aliased: dict[str, list[str]]) -> list[list[str]]:
 def alias_structure(plan) -> dict[str, Any]:
     """JSON-ready alias structure of a :class:`~reprogrid.designs.plan.Plan`."""
     names, sizes = plan.factors, [len(lv) for lv in plan.levels]
-    g = greedy_model(plan.codes, sizes, names)
+    codes = np.array([[lv.index(x) for lv, x in zip(plan.levels, run)] for run in sorted(plan.runs(), key=str)])
+    g = greedy_model(codes, sizes, names)
     out: dict[str, Any] = {
         "design": {k: v for k, v in plan.settings.items()},
         "family": plan.family,
@@ -137,9 +138,11 @@ def alias_structure(plan) -> dict[str, Any]:
                  "is estimated only together with the effects it is aliased with (named together, not split); "
                  "scoring factors are fully crossed with every run"),
     }
+    if plan.settings["type"] == "adaptive":
+        out.update(screening_runs=plan.n_screening, rounds=len(plan.rounds))
     if plan.generators:
         out["generators"] = _named_generators(plan.generators, names)
-        out["chains"] = _fracfact_chains(plan.codes, names)
+        out["chains"] = _fracfact_chains(plan.codes, names) if not plan.rounds else []
     return out
 
 
@@ -178,8 +181,11 @@ def alias_summary(struct: dict[str, Any]) -> list[str]:
     d = struct["design"]
     how = f"resolution {d['resolution']}" if "resolution" in d else f"reduction {d.get('reduction')}"
     sizes = ", ".join(f"{f} ({len(lv)})" for f, lv in struct["factors"].items())
-    lines = [f"design: fractional, {struct['family']} ({how}, seed {d['seed']}): {struct['runs']} of "
+    lines = [f"design: {d['type']}, {struct['family']} ({how}, seed {d['seed']}): {struct['runs']} of "
              f"{struct['full_runs']} generation runs over {sizes}; scoring factors fully crossed"]
+    if d["type"] == "adaptive":
+        lines.append(f"adaptive: {struct['screening_runs']} screening runs + {struct['rounds']} follow-up round(s); "
+                     f"budget {d['budget']} runs, {d.get('follow_up', 8)} per round (reprogrid adapt)")
     if struct.get("generators"):
         lines.append("generators: " + "; ".join(struct["generators"]))
     lines.append("estimable: " + (", ".join(struct["estimable"]) or "none"))

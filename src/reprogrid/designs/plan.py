@@ -28,14 +28,23 @@ class Plan:
     codes: np.ndarray  # (runs, k) level codes of the runs made
     family: str  # "regular two-level fraction" or "generalized subset design"
     generators: str | None = None  # pyDOE3 generator string of a regular fraction (letters a, b, ... = factors)
+    rounds: list = field(default_factory=list)  # adaptive: the recorded follow-up rounds
     _keys: set = field(default_factory=set, repr=False)
 
     def __post_init__(self):
         self._keys = {tuple(self.levels[j][c] for j, c in enumerate(row)) for row in self.codes.tolist()}
+        self.n_screening = len(self._keys)
+
+    def add_runs(self, runs: list[tuple]) -> None:
+        self._keys.update(runs)
+
+    def runs(self) -> set[tuple]:
+        """The level tuples (in ``factors`` order) of every run: screening plus recorded rounds."""
+        return set(self._keys)
 
     @property
     def n_runs(self) -> int:
-        return len(self.codes)
+        return len(self._keys)
 
     @property
     def n_full(self) -> int:
@@ -66,7 +75,7 @@ def plan(cfg: Config) -> Plan | None:
     before any work starts."""
     s = design_settings(cfg)
     if s["type"] == "full":
-        for key in ("resolution", "reduction", "budget"):
+        for key in ("resolution", "reduction", "budget", "follow_up"):
             if key in s:
                 raise UserError(f"'{key}' belongs to a fractional design; a full grid runs every combination",
                                 field=_where(cfg, key))
@@ -87,9 +96,19 @@ def plan(cfg: Config) -> Plan | None:
     else:
         codes = _subset(cfg, factors, levels, int(s["reduction"]), rng)
         out = Plan(s, factors, levels, codes, "generalized subset design")
+    if s["type"] == "adaptive" and "budget" not in s:
+        raise UserError("an adaptive design needs a `budget` (the most generation runs, screening included)",
+                        field=_where(cfg))
     if "budget" in s and out.n_runs > s["budget"]:
-        raise UserError(f"the design needs {out.n_runs} generation runs, more than the budget of {s['budget']}; "
+        what = "the screening fraction needs" if s["type"] == "adaptive" else "the design needs"
+        raise UserError(f"{what} {out.n_runs} generation runs, more than the budget of {s['budget']}; "
                         "raise the budget, lower the resolution or raise the reduction", field=_where(cfg, "budget"))
+    if s["type"] == "adaptive":
+        from reprogrid.designs.rounds import read_rounds
+
+        out.rounds = read_rounds(cfg, out)
+        for r in out.rounds:
+            out.add_runs(r["runs_key"])
     return out
 
 
