@@ -153,11 +153,22 @@ class StudyWorkflow:
                "grid": L.grid, "manifests": self.manifests,
                "models": [L.prepared_model(p) for p in self.prepared]}
         if self.has_claims:
-            out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells)
+            out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells, published=L.published)
         if self.has_pitfalls:
             out.update(pitfalls=L.pitfalls_json)
         if self.has_specdec:
             out.update(specdec=L.specdec_table, disparity=L.specdec_disparity)
+        return out
+
+    def report_benchmarks(self) -> list[str]:
+        """The Snakemake benchmark files of the jobs the report's run-time table shows."""
+        L = self.layout
+        out = [L.benchmark(rule, p) for rule in ("prepare_model", "generate") for p in self.prepared]
+        out += [L.benchmark(rule) for rule in ("grid", "score", "attribute")]
+        if self.has_claims:
+            out += [L.benchmark("claims_check"), L.benchmark("claims_map")]
+        if self.has_pitfalls:
+            out += [L.benchmark("pitfalls")]
         return out
 
     # --- speculative decoding ------------------------------------------------------------------
