@@ -178,3 +178,38 @@ def test_check_settings_split(pair, tmp_path):
     assert [p["prompt_id"] for p in heldout] == ["code-2", "prose-2", "math-2"]
     with pytest.raises(UserError, match="--out: must not be a model directory"):
         check_settings(_settings(pair, pair[1]))
+
+
+# ------------------------------------------------------------------------------------------- config section
+
+
+def test_shipped_mitigation_configs(monkeypatch):
+    from conftest import REPO
+
+    from reprogrid.specdec.cells import mitigation_pair, mitigation_values, study_settings
+    from reprogrid.study import load_study
+
+    monkeypatch.chdir(REPO)
+    off = load_study("configs/studies/specdec_mitigation.yaml")
+    assert mitigation_pair(off)["drafter_key"] == "qwen25-coder-0.5b-instruct--source"
+    values = mitigation_values(study_settings(off))
+    s = MitigationSettings(verifier="", drafter="", out="", **values)
+    assert s.tasks[0] == "code" and s.chat_template is True and s.budget // s.batch_size == 16
+    gpu = load_study("configs/studies/specdec_mitigation_gpu.yaml")
+    assert mitigation_pair(gpu)["verifier"] == "qwen2.5-3b-instruct"
+
+
+@pytest.mark.parametrize("mitigation, field, text", [
+    ({"budget": 2, "batch_size": 4}, "specdec.mitigation.budget", "too small for one step"),
+    ({"lora_rank": 0}, "specdec.mitigation.lora_rank", ""),
+    ({"pair": "nope"}, "specdec.mitigation.pair", "'nope' is not a pair name"),
+    ({"train_per_task": 3, "heldout_per_task": 2}, "specdec.mitigation.tasks", "need 5"),
+])
+def test_bad_mitigation_section_is_one_line(tmp_path, capsys, mitigation, field, text):
+    from test_specdec_workflow import base_config, write
+
+    path = write(tmp_path, base_config(tmp_path, mitigation=mitigation))
+    assert main(["grid", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"{path}: {field}" in err and text in err, err

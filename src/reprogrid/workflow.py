@@ -135,6 +135,8 @@ class StudyWorkflow:
         if self.has_specdec:
             out += [L.specdec_table, L.specdec_disparity, L.specdec_attribution("speedup"),
                     L.specdec_attribution("acceptance")]
+        if self.has_mitigation:
+            out.append(L.specdec_mitigation)
         return out
 
     def report_inputs(self) -> dict:
@@ -153,6 +155,24 @@ class StudyWorkflow:
         c = self.specdec_cells[cell]
         return {"verifier": self.layout.prepared_model(c["verifier_key"]),
                 "drafter": self.layout.prepared_model(c["drafter_key"])}
+
+    @property
+    def has_mitigation(self) -> bool:
+        return bool((self.cfg.raw.get("specdec") or {}).get("mitigation"))
+
+    def mitigation_models(self) -> dict:
+        """Prepared directories of the mitigated pair's verifier and drafter."""
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return {"verifier": self.layout.prepared_model(p["verifier_key"]),
+                "drafter": self.layout.prepared_model(p["drafter_key"])}
+
+    def mitigation_gpu(self) -> int:
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return int(any(self.cfg.models[p[role]].get("device") == "cuda" for role in ("verifier", "drafter")))
 
     def specdec_gpu(self, cell: str) -> int:
         c = self.specdec_cells[cell]

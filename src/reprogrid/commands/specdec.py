@@ -173,27 +173,53 @@ def _add_mitigate_arguments(sub) -> None:
 
     g = sub.add_parser("mitigate", help="fine-tune the drafter (LoRA, peft) toward the verifier on its under-served "
                                         "tasks (reprogrid's s-CDF) and re-measure acceptance and disparity")
+    g.add_argument("--config", default=None, help="study config: settings from specdec.mitigation, tasks, "
+                                                  "chat_template, dtype and the pair's device (flags override)")
     g.add_argument("--verifier", required=True, help="saved transformers model directory (with tokenizer)")
     g.add_argument("--drafter", required=True, help="saved transformers model directory (same tokenizer)")
     g.add_argument("--prompts", default=None, help="JSONL prompts (task, prompt_id, text|messages); default built-in")
     g.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task of the prompts)")
     defaults = MitigationSettings(verifier="", drafter="", out="")
     for flag, kind, text in MITIGATE_FLAGS:
-        default = getattr(defaults, flag[2:].replace("-", "_"))
-        g.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
-    g.add_argument("--chat-template", action="store_true", help="wrap 'text' prompts in the chat template")
+        g.add_argument(flag, type=kind, default=None,
+                       help=f"{text} (default {getattr(defaults, flag[2:].replace('-', '_'))})")
+    g.add_argument("--chat-template", action="store_true", default=None,
+                   help="wrap 'text' prompts in the chat template")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where both models run (default cpu)")
     g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     g.add_argument("--out", required=True, help="output directory (drafter/, adapter/, tables, mitigation.json)")
 
 
-def run_mitigate(args) -> int:
+def _mitigation_settings(args):
+    """MitigationSettings from the config (when given), then the flags that were set."""
     from reprogrid.specdec.mitigate import MitigationSettings
+
+    values: dict = {}
+    if args.config:
+        from reprogrid.specdec.cells import mitigation_pair, mitigation_values
+
+        cfg = load_study(args.config)
+        settings = study_settings(cfg)
+        values = mitigation_values(settings)
+        values.update(dtype=settings["dtype"],
+                      device=cfg.models[mitigation_pair(cfg)["verifier"]].get("device", "cpu"))
+    for flag, _, _ in MITIGATE_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.tasks:
+        values["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for name in ("chat_template", "device"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return MitigationSettings(verifier=args.verifier, drafter=args.drafter, out=args.out, prompts=args.prompts,
+                              **values)
+
+
+def run_mitigate(args) -> int:
     from reprogrid.specdec.mitigate_run import run_mitigation
 
-    values = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in MITIGATE_FLAGS}
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    settings = MitigationSettings(verifier=args.verifier, drafter=args.drafter, out=args.out, prompts=args.prompts,
-                                  tasks=tasks, chat_template=args.chat_template, **values)
+    settings = _mitigation_settings(args)
     if args.threads:
         import torch
 

@@ -31,7 +31,7 @@ Every setting is checked (one-line UserError) before any model is loaded.
 from __future__ import annotations
 
 import resource
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,8 @@ class MitigationSettings:
     timing_steps: int = 8
     n_boot: int = 1000
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 def _int_at_least(value, low: int, flag: str) -> int:
@@ -87,7 +88,7 @@ def _positive(value, flag: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def _check_numbers(s: MitigationSettings) -> None:
+def check_numbers(s: MitigationSettings) -> None:
     _int_at_least(s.lora_rank, 1, "--lora-rank")
     _positive(s.lora_alpha, "--lora-alpha")
     _int_at_least(s.top_k, 1, "--top-k")
@@ -107,6 +108,10 @@ def _check_numbers(s: MitigationSettings) -> None:
     _int_at_least(s.n_boot, 1, "--n-boot")
     check_gamma(s.gamma)
     check_max_new_tokens(s.max_new_tokens)
+    if s.device not in ("cpu", "cuda"):
+        raise UserError(f"must be cpu or cuda, got {s.device!r}", field="--device")
+    if s.dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"must be float32, bfloat16 or float16, got {s.dtype!r}", field="dtype")
 
 
 def split_prompts(s: MitigationSettings) -> tuple[list[dict], list[dict]]:
@@ -134,7 +139,7 @@ def split_prompts(s: MitigationSettings) -> tuple[list[dict], list[dict]]:
 
 def check_settings(s: MitigationSettings) -> tuple[list[dict], list[dict]]:
     """Every check that needs no model (numbers, prompts, the pair's vocabulary from its files); the split."""
-    _check_numbers(s)
+    check_numbers(s)
     train, heldout = split_prompts(s)
     require_model_dir(s.verifier, "--verifier")
     require_model_dir(s.drafter, "--drafter")
@@ -187,4 +192,4 @@ def peak_memory_mb() -> float:
 
 
 def settings_record(s: MitigationSettings) -> dict:
-    return {k: v for k, v in asdict(s).items() if k != "extra"}
+    return asdict(s)

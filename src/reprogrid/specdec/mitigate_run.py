@@ -38,6 +38,13 @@ def _source_info(directory: str) -> dict:
     return info
 
 
+def _place(model, s: MitigationSettings):
+    """The model on the settings' device and dtype (loaded on the CPU in float32)."""
+    import torch
+
+    return model.to(device=s.device, dtype=getattr(torch, s.dtype)).eval()
+
+
 def _distil(s: MitigationSettings, verifier, tok, train: list[dict], vocab: int, out: Path, log) -> dict:
     log(f"[mitigate] distillation data: {len(train)} training prompts, top-{s.top_k}, {s.distill_tokens} tokens")
     encoded = [(p, encode_prompt(tok, p, s.chat_template)) for p in train]
@@ -88,6 +95,7 @@ def execute(s: MitigationSettings, train: list[dict], heldout: list[dict], log=p
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     verifier, drafter, tok = load_pair(s.verifier, s.drafter)
+    verifier, drafter = _place(verifier, s), _place(drafter, s)
     vocab = shared_vocab(verifier, drafter, len(tok))
     data = _distil(s, verifier, tok, train, vocab, out, log)
     selection = select_tasks(training_alphas(verifier, drafter, data, len(tok)), s.under_served,
@@ -97,7 +105,7 @@ def execute(s: MitigationSettings, train: list[dict], heldout: list[dict], log=p
     write_parquet(pd.DataFrame(history), out / "training.parquet")
     record = _save_drafter(s, student, tok, out / "distill.npz", selection, out)
     del student
-    new_drafter, _, _ = load_mitigated(out / "drafter")
+    new_drafter = _place(load_mitigated(out / "drafter")[0], s)
     before = _measure(s, verifier, drafter, tok, heldout, "original", log)
     after = _measure(s, verifier, new_drafter, tok, heldout, "mitigated", log)
     write_parquet(before, out / "before.parquet")
