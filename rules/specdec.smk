@@ -23,7 +23,7 @@ rule specdec_run:
     params:
         config=CONFIG_PATH,
         out=lambda wc, output: os.path.dirname(output.table),
-        settings=W.section_hash("specdec"),
+        settings=W.specdec_cells_hash,
     threads: THREADS
     resources:
         mem_mb=16000,

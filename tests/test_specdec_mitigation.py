@@ -213,3 +213,24 @@ def test_bad_mitigation_section_is_one_line(tmp_path, capsys, mitigation, field,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert f"{path}: {field}" in err and text in err, err
+
+
+def test_mitigate_command_from_a_config(pair, tmp_path, capsys):
+    """The rule's invocation: settings from specdec.mitigation + tasks + chat_template, flags override."""
+    from test_specdec_workflow import base_config, write
+
+    v, d, _, _ = pair
+    cfg = base_config(tmp_path, chat_template=[False], tasks=["code", "math"],
+                      mitigation={"train_per_task": 2, "heldout_per_task": 1, "budget": 4, "batch_size": 2,
+                                  "top_k": 8, "distill_tokens": 4, "lora_rank": 2, "max_new_tokens": 4, "gamma": 2})
+    path = write(tmp_path, cfg)
+    out = tmp_path / "m"
+    code = main(["specdec", "mitigate", "--config", str(path), "--verifier", str(v), "--drafter", str(d),
+                 "--out", str(out), "--n-boot", "20", "--timing-steps", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "verifier outputs identical: True" in captured.out
+    summary = json.loads((out / "mitigation.json").read_text())
+    assert summary["settings"]["lora_rank"] == 2 and summary["settings"]["n_boot"] == 20
+    assert summary["steps"] == 2 and summary["split"]["heldout"] == ["code/code-03", "math/math-03"]
+    assert summary["split"]["train"] == ["code/code-01", "code/code-02", "math/math-01", "math/math-02"]

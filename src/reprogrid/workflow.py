@@ -73,6 +73,15 @@ class StudyWorkflow:
     def section_hash(self, *keys: str) -> str:
         return short_hash({k: self.cfg.raw.get(k) for k in keys}, 16)
 
+    @property
+    def specdec_cells_hash(self) -> str:
+        """``section_hash("specdec")`` without the mitigation settings (they do not change a measurement cell);
+        equal to it for a section without ``mitigation``."""
+        section = self.cfg.raw.get("specdec")
+        if isinstance(section, dict):
+            section = {k: v for k, v in section.items() if k != "mitigation"}
+        return short_hash({"specdec": section}, 16)
+
     # --- settings ----------------------------------------------------------------------------------
     @property
     def threads(self) -> int:
