@@ -125,6 +125,7 @@ def test_mitigation_end_to_end(pair, tmp_path):
     change = summary["comparison"]["change"]["alpha_analytic"]
     assert set(change["tasks"]) == set(TEXTS) and len(change["cv"]["change_ci"]) == 2
     assert summary["comparison"]["fairness"]["measure"] == "ce_variance"
+    assert set(summary["well_served"]) == set(TEXTS) - set(summary["selection"]["under_served"])
     for name in ("distill.npz", "training.parquet", "before.parquet", "after.parquet", "mitigation.json"):
         assert (out / name).is_file(), name
     info = verify_mitigated(out / "drafter")

@@ -9,7 +9,8 @@ Outputs in the ``--out`` directory:
 * ``before.parquet`` / ``after.parquet``: the study table (``reprogrid.specdec.study.STUDY_COLUMNS`` plus
   ``drafter``) of the original and the mitigated drafter on the held-out prompts of every task;
 * ``mitigation.json``: settings, selection and schedule, training KL per task before/after, the comparison
-  (:func:`reprogrid.specdec.compare.compare`), the verifier-output check, wall time and peak memory.
+  (:func:`reprogrid.specdec.compare.compare`), the verifier-output check, ``well_served`` (the held-out acceptance
+  change of the tasks not trained on, with its interval), wall time and peak memory.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def _save_drafter(s: MitigationSettings, student, tok, data_path: Path, selectio
     return save_mitigated(student, tok, out / "drafter", info, adapter_dir=out / "adapter")
 
 
+def _well_served(comparison: dict, selection: dict) -> dict:
+    """Held-out acceptance change (with interval) of the tasks that were not trained on: the cost side."""
+    tasks = comparison["change"].get("alpha_analytic", {}).get("tasks", {})
+    return {t: v for t, v in tasks.items() if t not in selection["under_served"]}
+
+
 def execute(s: MitigationSettings, train: list[dict], heldout: list[dict], log=print) -> dict:
     """Steps 2-6 of the mitigation on the checked settings and split (see the module docstring)."""
     import pandas as pd
@@ -110,12 +117,14 @@ def execute(s: MitigationSettings, train: list[dict], heldout: list[dict], log=p
     after = _measure(s, verifier, new_drafter, tok, heldout, "mitigated", log)
     write_parquet(before, out / "before.parquet")
     write_parquet(after, out / "after.parquet")
+    comparison = compare(before, after, n_boot=s.n_boot, seed=s.seed)
     return {"settings": settings_record(s), "definition": "reprogrid's own s-CDF (see reprogrid.specdec.mitigate)",
             "split": {"train": [f"{p['task']}/{p['prompt_id']}" for p in train],
                       "heldout": [f"{p['task']}/{p['prompt_id']}" for p in heldout]},
             "selection": selection, "training_kl": kl, "steps": len(history),
             "drafter_dir": str(out / "drafter"), "drafter_weights_sha256": record["weights_sha256"],
-            "comparison": compare(before, after, n_boot=s.n_boot, seed=s.seed), "provenance": stamp()}
+            "comparison": comparison, "well_served": _well_served(comparison, selection),
+            "provenance": stamp()}
 
 
 def run_mitigation(s: MitigationSettings, log=print) -> dict:
