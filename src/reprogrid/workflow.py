@@ -77,6 +77,15 @@ class StudyWorkflow:
     def section_hash(self, *keys: str) -> str:
         return short_hash({k: self.cfg.raw.get(k) for k in keys}, 16)
 
+    @property
+    def specdec_cells_hash(self) -> str:
+        """``section_hash("specdec")`` without the mitigation settings (they do not change a measurement cell);
+        equal to it for a section without ``mitigation``."""
+        section = self.cfg.raw.get("specdec")
+        if isinstance(section, dict):
+            section = {k: v for k, v in section.items() if k != "mitigation"}
+        return short_hash({"specdec": section}, 16)
+
     # --- settings ----------------------------------------------------------------------------------
     @property
     def threads(self) -> int:
@@ -145,6 +154,8 @@ class StudyWorkflow:
         if self.has_specdec:
             out += [L.specdec_table, L.specdec_disparity, L.specdec_attribution("speedup"),
                     L.specdec_attribution("acceptance")]
+        if self.has_mitigation:
+            out.append(L.specdec_mitigation)
         return out
 
     def report_inputs(self) -> dict:
@@ -176,6 +187,24 @@ class StudyWorkflow:
         c = self.specdec_cells[cell]
         return {"verifier": self.layout.prepared_model(c["verifier_key"]),
                 "drafter": self.layout.prepared_model(c["drafter_key"])}
+
+    @property
+    def has_mitigation(self) -> bool:
+        return bool((self.cfg.raw.get("specdec") or {}).get("mitigation"))
+
+    def mitigation_models(self) -> dict:
+        """Prepared directories of the mitigated pair's verifier and drafter."""
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return {"verifier": self.layout.prepared_model(p["verifier_key"]),
+                "drafter": self.layout.prepared_model(p["drafter_key"])}
+
+    def mitigation_gpu(self) -> int:
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return int(any(self.cfg.models[p[role]].get("device") == "cuda" for role in ("verifier", "drafter")))
 
     def specdec_gpu(self, cell: str) -> int:
         c = self.specdec_cells[cell]
