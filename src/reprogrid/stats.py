@@ -190,8 +190,8 @@ class ItemBootstrap:
             return np.full(self.n_boot + 1, np.nan)
         return np.nanmean(self.reps[:, cols], axis=1)
 
-    def estimate(self, cell_ids) -> Estimate:
-        r = self.replicates(cell_ids)
+    def _interval(self, r: np.ndarray) -> Estimate:
+        """Row 0 as the point, the percentile interval of the finite replicates (none with < 2 replicates)."""
         if self.n_boot > 1:
             b = r[1:][np.isfinite(r[1:])]
             if len(b):
@@ -199,12 +199,9 @@ class ItemBootstrap:
                 return Estimate(float(r[0]), float(lo), float(hi))
         return Estimate(float(r[0]))
 
+    def estimate(self, cell_ids) -> Estimate:
+        return self._interval(self.replicates(cell_ids))
+
     def difference(self, cells_a, cells_b) -> Estimate:
         """Paired difference mean(cells_b) - mean(cells_a) on the same resampled items."""
-        d = self.replicates(cells_b) - self.replicates(cells_a)
-        if self.n_boot > 1:
-            b = d[1:][np.isfinite(d[1:])]
-            if len(b):
-                lo, hi = percentile_interval(b, self.level)
-                return Estimate(float(d[0]), float(lo), float(hi))
-        return Estimate(float(d[0]))
+        return self._interval(self.replicates(cells_b) - self.replicates(cells_a))
