@@ -117,10 +117,11 @@ def _matching(sc: Scores, conditions: dict) -> tuple[pd.DataFrame, list[str]]:
     for k, val in (conditions or {}).items():
         if k == "model":
             continue
-        if k not in ok.columns:
+        keep = ok[k].map(level_text) == level_text(val) if k in ok.columns else None
+        if keep is None or not keep.any():  # a stated level the grid does not have: every level stands in
             absent.append(f"{k}={level_text(val)}")
             continue
-        ok = ok[ok[k].map(level_text) == level_text(val)]
+        ok = ok[keep]
     return ok, absent
 
 
