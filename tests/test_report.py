@@ -482,7 +482,11 @@ def test_research_answers_put_the_record_before_the_grid():
          "status": "undetermined", "missing": ["model=qwen2.5-7b-instruct-1m is not in the grid"]},
         {"claim": {"id": "readme", "model": "qwen2.5-14b-instruct-1m", "reported": 95.7, "scale": "percent",
                    "verification": {"status": "seen", "where": "README table"}},
+         "status": "undetermined", "missing": []},
+        {"claim": {"id": "blog", "model": "qwen2.5-turbo", "reported": 93.1, "scale": "percent",
+                   "verification": {"status": "secondary", "where": "a copy"}},
          "status": "undetermined", "missing": []}],
+        "pair": {"low": {"id": "readme"}, "high": {"id": "pbs"}},
         "findings": [{"claim_id": "pbs", "kind": "possible_misattribution", "message": "equals readme's 95.7"},
                      {"claim_id": "pbs", "kind": "not_traceable", "message": "not in arXiv 2510.21270"}]}
     rows = {r["claim"].split(" ")[0]: r for r in q2(v)}
@@ -491,3 +495,5 @@ def test_research_answers_put_the_record_before_the_grid():
     assert rows["pbs"]["record"][0].startswith("not traceable")  # traceability first
     assert rows["readme"]["verification"] == "verified (README table)"
     assert rows["readme"]["best"] == "unexplained by this grid"
+    # a claim outside the pair, without findings, that the grid cannot read is summed up, not listed
+    assert "blog" not in rows and rows["1"]["verification"] == "1 secondary"

@@ -76,11 +76,16 @@ def q1(head: dict, pitfalls: dict | None, published: pd.DataFrame | None, v: dic
 
 
 def q2(v: dict) -> list[dict]:
-    """Per claim: the record first (verification, findings), then the grid reading."""
+    """Per claim of the pair, or with a finding, or that the grid reads: the record first (verification,
+    findings), then the grid reading. The other claims are summed up in one last row."""
     found = _findings(v)
-    rows = []
+    pair = {(v.get("pair") or {}).get(k, {}).get("id") for k in ("low", "high")}
+    rows, others = [], []
     for e in v.get("explanations") or []:
         c = e.get("claim", {})
+        if c.get("id") not in pair and c.get("id") not in found and e.get("status") == "undetermined":
+            others.append((c.get("verification") or {}).get("status") or "unverified")
+            continue
         ver = c.get("verification") or {}
         status = ver.get("status") or "unverified"
         head = f"{c.get('id')} ({claim_value_txt(c)}, {c.get('model_name') or c.get('model')})"
@@ -109,6 +114,11 @@ def q2(v: dict) -> list[dict]:
         sure = {"seen": f"verified ({ver.get('where')})", "secondary": f"secondary source ({ver.get('where')})",
                 "not_found": "not found in its cited source", "unverified": "unverified"}.get(status, status)
         rows.append({"claim": head, "best": best, "record": record, "grid": grid, "verification": sure})
+    if others:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(pd.Series(others).value_counts().items()))
+        rows.append({"claim": f"{len(others)} other claims", "best": "their models or conditions are not in this "
+                     "grid and the record raises nothing about them", "record": [], "grid": "no reading",
+                     "verification": counts})
     return rows
 
 
