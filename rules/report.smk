@@ -9,7 +9,7 @@ REPORT_FIGS, REPORT_TABS = expected_outputs(W.cfg)
 rule report:
     input:
         **W.report_inputs(),
-        benchmarks=[L.benchmark("generate", p) for p in W.prepared] + [L.benchmark("prepare_model", p) for p in W.prepared],
+        benchmarks=W.report_benchmarks(),
     output:
         md=report_item(L.report_md, "report.rst", "0. Report", "summary (Markdown)", "text"),
         html=report_item(L.report_html, "report.rst", "0. Report", "report (HTML)", "page"),

@@ -23,7 +23,7 @@ rule specdec_run:
     params:
         config=CONFIG_PATH,
         out=lambda wc, output: os.path.dirname(output.table),
-        settings=W.section_hash("specdec"),
+        settings=W.specdec_cells_hash,
     threads: THREADS
     resources:
         mem_mb=16000,
@@ -78,3 +78,31 @@ rule specdec_attribute:
     shell:
         "python -m reprogrid specdec attribute {input.table} --bootstrap {params.bootstrap} --seed {params.seed} "
         "--out {params.out} > {log} 2>&1"
+
+
+# The mitigation (configs whose specdec section has `mitigation:`; reprogrid's s-CDF, reprogrid.specdec.mitigate):
+# LoRA fine-tuning of one pair's drafter toward its verifier on its under-served tasks, then the original and the
+# mitigated drafter measured on held-out prompts. The mitigated drafter (drafter/, with its checksum), the adapter
+# and the before/after tables are written beside mitigation.json.
+rule specdec_mitigate:
+    input:
+        unpack(lambda wc: W.mitigation_models()),
+    output:
+        summary=L.specdec_mitigation,
+    log:
+        L.log("specdec_mitigate"),
+    benchmark:
+        L.benchmark("specdec_mitigate")
+    params:
+        config=CONFIG_PATH,
+        out=lambda wc, output: os.path.dirname(output.summary),
+        settings=W.section_hash("specdec"),
+    threads: THREADS
+    resources:
+        mem_mb=16000,
+        gpu=lambda wc: W.mitigation_gpu(),
+    conda:
+        ENV_MODEL
+    shell:
+        "python -m reprogrid specdec mitigate --config {params.config} --verifier {input.verifier} "
+        "--drafter {input.drafter} --threads {threads} --out {params.out} > {log} 2>&1"

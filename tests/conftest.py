@@ -54,6 +54,22 @@ def qwen_tokenizer_dir(embedded_gguf, tmp_path_factory) -> Path:
     return out
 
 
+def byte_tokenizer():
+    """A byte-level BPE tokenizer without merges (256 bytes + Qwen's three specials = 259 ids): tiny models built
+    on it share Qwen2.5's special tokens without its 151k-row vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+
+
 def make_tiny_qwen2(out: Path, tokenizer_dir: Path, seed: int = 0, layers: int = 2) -> Path:
     """A randomly initialised Qwen2 with the real tokenizer: fast enough for lm-eval in a unit test."""
     import torch
@@ -103,4 +119,4 @@ def snakemake(workdir: Path, *args: str, timeout: int = 3000, env: dict | None =
         env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], **(env or {})})
 
 
-__all__ = ["REPO", "run_cli", "write_config", "snakemake", "make_tiny_qwen2", "shutil"]
+__all__ = ["REPO", "run_cli", "write_config", "snakemake", "make_tiny_qwen2", "byte_tokenizer", "shutil"]

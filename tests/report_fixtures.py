@@ -273,6 +273,8 @@ def _provenance(cfg, results: Path, gens: dict, status: dict, records: pd.DataFr
         _bench(results / "benchmarks" / "prepare_model" / f"{pkey}.tsv", 61.2 + 7 * n, 2950.4 + 100 * n)
         _bench(results / "benchmarks" / "generate" / f"{pkey}.tsv", 1803.5 + 211 * n, 4120.8 + 300 * n)
     _bench(results / "benchmarks" / "attribute.tsv", 8.4, 311.0)
+    for rule, s in (("grid", 1.1), ("score", 3.2), ("claims_check", 0.9), ("claims_map", 2.5)):
+        _bench(results / "benchmarks" / f"{rule}.tsv", s, 150.0)
 
 
 def _bench(path: Path, s: float, rss: float) -> None:
@@ -332,7 +334,7 @@ def make_results(root, *, with_claims: bool = True, with_specdec: bool = True, f
     _provenance(cfg, results, gens, status, records)
 
     if with_claims:
-        from reprogrid.claims import check_claims, load_claims, map_claims_to_cells, verdicts
+        from reprogrid.claims import check_claims, load_claims, map_claims_to_cells, published_record, verdicts
 
         claims = load_claims([root / "claims.yaml"])
         out = results / "claims"
@@ -342,6 +344,7 @@ def make_results(root, *, with_claims: bool = True, with_specdec: bool = True, f
         v = verdicts(claims, cells_out, samples, pair=(LOW_CLAIM, HIGH_CLAIM), variance_shares=shares,
                      bootstrap=200, seed=cfg.seed)
         (out / "verdicts.json").write_text(json.dumps(v, indent=2, sort_keys=True))
+        published_record(claims, cells_out).to_csv(out / "published.csv", index=False, float_format="%.10g")
     if with_specdec:
         _specdec(results, np.random.default_rng(7))
     return config_path, results

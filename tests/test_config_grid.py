@@ -226,3 +226,22 @@ def test_bad_include_names_the_field(tmp_path, cell, field, words):
     with pytest.raises(UserError, match=words) as e:
         load_study(cfg_file(tmp_path, {**BASE, "include": [cell]}))
     assert field in str(e.value)
+
+
+def test_ids_of_an_existing_study_stay_what_they_were(tmp_path):
+    """Cell and generation ids are where finished work is found: a code change that adds a factor must not
+    move them. These are the tiny study's ids as first recorded (before template_family and answer_prefix
+    existed); a late factor set to a non-default level does get new ids."""
+    from reprogrid.grid import expand
+    from reprogrid.study import load_study
+
+    cfg = load_study(REPO / "tests" / "configs" / "tiny.yaml")
+    cells = expand(cfg)
+    assert list(cells["cell_id"]) == ["c9edd6c4e7d", "c93c420c077", "c48c62ee4a5", "cd5e1ade645"]
+    assert list(cells["generation_id"]) == ["g5386d32113", "g5386d32113", "g63d9008932", "g63d9008932"]
+    raw = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    raw["factors"]["answer_prefix"] = ["dropped"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    moved = expand(load_study(tmp_path / "c.yaml"))
+    assert set(moved["cell_id"]).isdisjoint(cells["cell_id"])
+    assert set(moved["generation_id"]).isdisjoint(cells["generation_id"])

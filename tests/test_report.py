@@ -83,9 +83,11 @@ def test_key_numbers_in_summary_and_html(rendered):
         assert f"Indistinguishable from noise: {KNOWN['below_noise']}" in text
         # claims: the reproducibility verdict, the explanation per claim, the claim the grid cannot answer
         assert "does not reproduce" in text.lower()
-        assert "paper_a_qwen25_0.5b (22.6%) is best explained by" in text
-        assert ("leaderboard_qwen25_7b_1m (95.7%): the grid cannot answer: "
-                "model=qwen2.5-7b-instruct-1m is not in the grid") in text
+        assert "paper_a_qwen25_0.5b (22.6%, qwen2.5-0.5b-instruct): explained by the grid reading" in text
+        assert ("leaderboard_qwen25_7b_1m (95.7%, qwen2.5-7b-instruct-1m): an aggregate that no standard RULER "
+                "aggregation of its components gives") in text
+        assert "its model or conditions are not in this grid: model=qwen2.5-7b-instruct-1m is not in the grid" in text
+        assert "Published record: 3 Qwen2.5 RULER numbers from 3 sources, 22.6 to 95.7" in text
         assert "grim" in text and "aggregate_mismatch" in text
         # caveats
         assert "Truncated samples: 3 of 575 model outputs" in text
@@ -188,7 +190,8 @@ def test_inputs_are_read_from_the_layout(rendered):
 
     L = Layout(rendered["results"])
     inp = load_inputs(rendered["cfg"], rendered["results"])
-    tables = [L.cells, L.samples, L.shares, L.shares_json, L.findings, L.verdicts, L.claim_cells, L.specdec_table]
+    tables = [L.cells, L.samples, L.shares, L.shares_json, L.findings, L.verdicts, L.claim_cells, L.published,
+              L.specdec_table]
     assert set(inp.checksums) == {L.rel(p) for p in tables}
     assert inp.verdicts is not None and inp.disparity is not None and inp.grid is not None
     assert sorted(inp.manifests) == sorted(p.name[: -len(".manifest.json")]
@@ -464,3 +467,33 @@ def test_report_in_headless_chromium(rendered, chromium, tmp_path):
     assert "does not reproduce" in text.lower()
     assert "Truncated samples: 3 of 575" in text and FAILED_REASON in text
     assert shots["viewport"].read_bytes()[:4] == b"\x89PNG" and shots["full"].stat().st_size > 10_000
+
+
+def test_research_answers_put_the_record_before_the_grid():
+    """A claim that is not in its cited source and equals another model's number is explained by the record
+    (misattribution), not by a grid reading; model families match across naming styles."""
+    from reprogrid.report.research_section import family, q2
+
+    assert family("Qwen/Qwen2.5-7B-Instruct-1M") == family("qwen25-coder-0.5b-instruct") == "qwen2.5"
+    assert family("qwen2.5-small") == "qwen2.5" and family("Llama-3.1-8B") == "llama3.1"
+    v = {"explanations": [
+        {"claim": {"id": "pbs", "model": "qwen2.5-7b-instruct-1m", "reported": 95.7, "scale": "percent",
+                   "verification": {"status": "not_found", "where": "arXiv 2510.21270"}},
+         "status": "undetermined", "missing": ["model=qwen2.5-7b-instruct-1m is not in the grid"]},
+        {"claim": {"id": "readme", "model": "qwen2.5-14b-instruct-1m", "reported": 95.7, "scale": "percent",
+                   "verification": {"status": "seen", "where": "README table"}},
+         "status": "undetermined", "missing": []},
+        {"claim": {"id": "blog", "model": "qwen2.5-turbo", "reported": 93.1, "scale": "percent",
+                   "verification": {"status": "secondary", "where": "a copy"}},
+         "status": "undetermined", "missing": []}],
+        "pair": {"low": {"id": "readme"}, "high": {"id": "pbs"}},
+        "findings": [{"claim_id": "pbs", "kind": "possible_misattribution", "message": "equals readme's 95.7"},
+                     {"claim_id": "pbs", "kind": "not_traceable", "message": "not in arXiv 2510.21270"}]}
+    rows = {r["claim"].split(" ")[0]: r for r in q2(v)}
+    assert rows["pbs"]["best"].startswith("most likely another report's number misattributed")
+    assert rows["pbs"]["verification"] == "not found in its cited source"
+    assert rows["pbs"]["record"][0].startswith("not traceable")  # traceability first
+    assert rows["readme"]["verification"] == "verified (README table)"
+    assert rows["readme"]["best"] == "unexplained by this grid"
+    # a claim outside the pair, without findings, that the grid cannot read is summed up, not listed
+    assert "blog" not in rows and rows["1"]["verification"] == "1 secondary"

@@ -27,6 +27,7 @@ from reprogrid.specdec.prompts import encode_prompt, load_prompts, validate_prom
 from reprogrid.specdec.study import STUDY_COLUMNS, run_study  # noqa: E402
 from reprogrid.specdec.theory import (expected_speedup, expected_tokens_per_step, replay_greedy_steps,  # noqa: E402
                                       summarize_steps)
+from conftest import byte_tokenizer  # noqa: E402
 from reprogrid.errors import UserError  # noqa: E402
 
 torch.set_num_threads(1)
@@ -40,17 +41,7 @@ CHAT_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tok():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    t = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    t = byte_tokenizer()
     t.chat_template = CHAT_TEMPLATE
     assert len(t) == 259
     return t

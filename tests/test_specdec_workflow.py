@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, byte_tokenizer, run_cli
 from reprogrid.cli import main
 from reprogrid.study import load_study
 from reprogrid.errors import UserError
@@ -124,18 +124,10 @@ def test_shipped_study_configs_cells_and_defaults(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
     """Verifier, noisy drafter (same vocab) and a drafter with a larger LM head, saved as model directories."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     root = tmp_path_factory.mktemp("sdwf")
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok = byte_tokenizer()
     tok.chat_template = CHAT_TEMPLATE
 
     def model(vocab_size: int, seed: int):

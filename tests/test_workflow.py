@@ -124,6 +124,28 @@ def test_report_says_what_the_attribution_table_says(tiny_run):
         in re.sub(r"\s+", " ", html)
 
 
+def test_research_questions_answered_from_the_evidence(tiny_run):
+    """The tiny run's report answers the three research questions, each from named evidence: the measured grid,
+    the pitfalls and the published record; the record before the grid for each claim of the pair; a proxy of the
+    same family and the cells that would settle the case."""
+    wd, R, _ = tiny_run
+    md = (R / "report/summary.md").read_text()
+    rq = md.split("### The research questions", 1)[1].split("\n## ", 1)[0]
+    q1, rest = rq.split("2. *", 1)
+    q2, q3 = rest.split("3. ", 1)
+    assert "Measured grid:" in q1 and "Measured pitfalls:" in q1
+    assert "Published record: 12 Qwen2.5 RULER numbers" in q1
+    assert "not traceable to the cited source" in q1
+    pitfalls = json.loads((R / "pitfalls/pitfalls.json").read_text())
+    assert pitfalls["answer"] in q1 and pitfalls["rows"][0]["factor"] == "chat_template"
+    pbs = next(line for line in q2.splitlines() if "pbs_attn_qwen25_7b_instruct_1m_ruler_95p7" in line)
+    assert "most likely another report's number misattributed" in pbs and "not found in its cited source" in pbs
+    assert pbs.index("not traceable") < pbs.index("possible misattribution") < pbs.index("Grid:")
+    assert "Proxy (qwen25-coder-0.5b-instruct: same family (qwen2.5), smaller model" in q3
+    assert "model=qwen2.5-7b-instruct-1m" in q3 and "include:" in q3
+    assert "the grid cannot answer" not in rq.lower() or "Proxy" in q3
+
+
 def test_report_zip(tiny_run):
     wd, R, _ = tiny_run
     res = snakemake(wd, "--cores", "1", "--configfile", str(REPO / "tests/configs/tiny.yaml"),

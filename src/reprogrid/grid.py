@@ -50,6 +50,14 @@ def generation_id(cfg: Config, params: dict) -> str:
     return "g" + short_hash(key, 10)
 
 
+def cell_id(levels: dict, gid: str) -> str:
+    """A cell's id: every factor's level and the generation id; a late factor (``x-id: non-default``) at its
+    default is left out, as in generation ids, so cells of studies that never name it keep their ids."""
+    late = late_factors()
+    kept = {k: levels[k] for k in sorted(levels) if not (k in late and levels[k] in (None, late[k]))}
+    return "c" + short_hash({"levels": kept, "g": gid}, 10)
+
+
 def _excluded(levels: dict, rules: list[dict]) -> bool:
     return any(all(levels.get(k) == v for k, v in rule.items()) for rule in rules)
 
@@ -87,7 +95,7 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
             runs[gen_key] = (generation_id(cfg, params), params)
         gid, params = runs[gen_key]
         row = {name: levels[name] for name in listed}
-        row["cell_id"] = "c" + short_hash({"levels": {k: levels[k] for k in sorted(levels)}, "g": gid}, 10)
+        row["cell_id"] = cell_id(levels, gid)
         row["generation_id"] = gid
         row["prepared_key"] = params["prepared_key"]
         rows.append(row)

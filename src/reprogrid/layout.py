@@ -210,6 +210,11 @@ class Layout:
     def specdec_attribution(self, response: str, ext: str = "csv") -> str:
         return self._p("specdec", f"attribution_{response}.{ext}")
 
+    @property
+    def specdec_mitigation(self) -> str:
+        """The mitigation's summary; its other outputs (drafter/, adapter/, tables) sit beside it."""
+        return self._p("specdec", "mitigation", "mitigation.json")
+
     # --- logs and benchmarks -------------------------------------------------------------------
     def log(self, rule: str, name: str | None = None) -> str:
         return self._p("logs", rule, f"{name}.log") if name else self._p("logs", f"{rule}.log")

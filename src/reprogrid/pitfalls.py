@@ -15,20 +15,24 @@ Every interval is the item bootstrap of :class:`reprogrid.stats.ItemBootstrap` (
 across cells within task strata, so differences are paired on shared items). The population an interval
 refers to: the same protocol cells evaluated on infinitely many items drawn by the same RULER generators
 (fixed model, fixed seeds). A difference is called an effect only when its interval excludes zero;
-otherwise it is reported as indistinguishable from item noise at this number of items.
+otherwise it is reported as indistinguishable from item noise at this number of items. The interval is backed
+by a test: the sign-flip permutation test of the per-item paired differences (each item's difference averaged
+over the matched pairs; exact for small numbers of items), so an effect needs its interval to exclude zero *and*
+p < 0.05 (with 4 items no p-value can go below 0.125, whatever the bootstrap says).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from reprogrid.catalogue import level_text
 from reprogrid.errors import UserError
-from reprogrid.stats import LEVEL, Estimate, ItemBootstrap
+from reprogrid.stats import LEVEL, Estimate, ItemBootstrap, item_scores, paired_permutation_p
 
-COLUMNS = ["factor", "level", "reference", "n_pairs", "marginal", "marginal_low", "marginal_high",
+COLUMNS = ["factor", "level", "reference", "n_pairs", "n_items", "marginal", "marginal_low", "marginal_high", "p_value",
            "from_best_cell", "from_best", "from_best_low", "from_best_high", "drop", "drop_low", "drop_high",
            "verdict"]
 
@@ -68,11 +72,11 @@ def _twins(ok: pd.DataFrame, text: pd.DataFrame, factor: str, ref: str, level: s
     return [(ref_by[k], c) for k, c in zip(key[text[factor] == level], lev) if k in ref_by]
 
 
-def _verdict(d: Estimate, n_items: int) -> str:
+def _verdict(d: Estimate, n_items: int, p: float) -> str:
     if not d.has_ci:
         return "no interval (too few replicates)"
     pts = d.value * 100
-    if d.low > 0 or d.high < 0:
+    if (d.low > 0 or d.high < 0) and p < 0.05:
         direction = "raises" if pts > 0 else "lowers"
         return f"an effect: {direction} the score by {abs(pts):.1f} points"
     return f"indistinguishable from item noise at {n_items} items per cell"
@@ -84,6 +88,7 @@ def measure(samples: pd.DataFrame, cells: pd.DataFrame, listed: list[str], s: Se
     names = [n for n in listed if n in ok.columns]
     text = _text_frame(ok, names)
     boot = ItemBootstrap.from_tables(samples, ok, s.n_boot, s.seed, LEVEL, default=s.aggregation)
+    per_item = item_scores(samples)
     ok = ok[ok["cell_id"].astype(str).map(lambda c: boot.has([c]))].reset_index(drop=True)
     text = _text_frame(ok, names)
     if ok.empty:
@@ -96,7 +101,7 @@ def measure(samples: pd.DataFrame, cells: pd.DataFrame, listed: list[str], s: Se
         raise UserError("no scored cell has every pitfall factor at its reference level", field="pitfalls.reference")
     ref_cells = ok.loc[at_ref, "cell_id"].astype(str)
     best = max(ref_cells, key=lambda c: (score[c], c))
-    rows = [_row(boot, ok, text, f, level_text(ref), lv, best)
+    rows = [_row(boot, per_item, ok, text, f, level_text(ref), lv, best)
             for f, ref in s.reference.items()
             for lv in sorted(set(text[f]) - {level_text(ref)})]
     worst = min(ok["cell_id"].astype(str), key=lambda c: (score[c], c))
@@ -104,18 +109,29 @@ def measure(samples: pd.DataFrame, cells: pd.DataFrame, listed: list[str], s: Se
             "worst": _cell_info(boot, ok, text, worst, s.reference)}
 
 
-def _row(boot: ItemBootstrap, ok: pd.DataFrame, text: pd.DataFrame, f: str, ref: str, lv: str, best: str) -> dict:
+def _paired_p(per_item: pd.DataFrame, pairs: list[tuple[str, str]], seed: int = 0) -> tuple[float, int]:
+    """Sign-flip p-value of the per-item differences (each item's mean over the pairs) and the item count."""
+    a = per_item.reindex([x for x, _ in pairs]).to_numpy(float)
+    b = per_item.reindex([y for _, y in pairs]).to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        d = np.nanmean(b - a, axis=0) if len(pairs) else np.array([])
+    d = d[np.isfinite(d)]
+    return paired_permutation_p(d, seed=seed), int(len(d))
+
+
+def _row(boot: ItemBootstrap, per_item: pd.DataFrame, ok: pd.DataFrame, text: pd.DataFrame, f: str, ref: str,
+         lv: str, best: str) -> dict:
     pairs = _twins(ok, text, f, ref, lv)
     marg = boot.difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else Estimate(float("nan"))
     twin = next((b for a, b in pairs if a == best), None)
     from_best = boot.estimate([twin]) if twin else Estimate(float("nan"))
     drop = boot.difference([best], [twin]) if twin else Estimate(float("nan"))
-    n_items = int(min(boot.n_items.get(c, 0) for pair in pairs for c in pair)) if pairs else 0
-    return {"factor": f, "level": lv, "reference": ref, "n_pairs": len(pairs),
-            "marginal": marg.value, "marginal_low": marg.low, "marginal_high": marg.high,
+    p, n_items = _paired_p(per_item, pairs, boot.seed) if pairs else (1.0, 0)
+    return {"factor": f, "level": lv, "reference": ref, "n_pairs": len(pairs), "n_items": n_items,
+            "marginal": marg.value, "marginal_low": marg.low, "marginal_high": marg.high, "p_value": p,
             "from_best_cell": twin or "", "from_best": from_best.value, "from_best_low": from_best.low,
             "from_best_high": from_best.high, "drop": drop.value, "drop_low": drop.low, "drop_high": drop.high,
-            "verdict": _verdict(marg, n_items) if pairs else "no matched pair of cells"}
+            "verdict": _verdict(marg, n_items, p) if pairs else "no matched pair of cells"}
 
 
 def _cell_info(boot: ItemBootstrap, ok: pd.DataFrame, text: pd.DataFrame, cell: str, reference: dict) -> dict:

@@ -95,6 +95,29 @@ def percentile_interval(reps: np.ndarray, level: float = LEVEL, axis: int = 0):
     return lo, hi
 
 
+def paired_permutation_p(diffs, n_resamples: int = 9999, seed: int = 0) -> float:
+    """Two-sided p-value of "the paired differences are centred on zero": the sign-flip permutation test of
+    their mean (``scipy.stats.permutation_test``; exact, all 2^n sign patterns, when 2^n <= n_resamples).
+    With n items no p-value is below 2 / 2^n: four items can never show an effect at the 5% level."""
+    from scipy.stats import permutation_test
+
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0 or np.all(d == 0):
+        return 1.0
+    res = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=n_resamples,
+                           alternative="two-sided", vectorized=True, random_state=np.random.default_rng(seed))
+    return float(res.pvalue)
+
+
+def item_scores(samples: pd.DataFrame) -> pd.DataFrame:
+    """The per-item score matrix (0-1 scale): one row per cell, one column per task-qualified item."""
+    task = samples["task"].astype(str) if "task" in samples.columns else pd.Series("all", index=samples.index)
+    s = samples.assign(_y=fraction_scores(samples), _cell=samples["cell_id"].astype(str),
+                       _item=task + ITEM_SEP + samples["item_id"].astype(str))
+    return s.pivot_table(index="_cell", columns="_item", values="_y", aggfunc="mean")
+
+
 def fraction_scores(df: pd.DataFrame, col: str = "score") -> pd.Series:
     """Scores on the 0-1 scale (rows whose ``scale`` is percent are divided by 100)."""
     s = pd.to_numeric(df[col], errors="coerce").astype(float)
@@ -190,8 +213,8 @@ class ItemBootstrap:
             return np.full(self.n_boot + 1, np.nan)
         return np.nanmean(self.reps[:, cols], axis=1)
 
-    def estimate(self, cell_ids) -> Estimate:
-        r = self.replicates(cell_ids)
+    def _interval(self, r: np.ndarray) -> Estimate:
+        """Row 0 as the point, the percentile interval of the finite replicates (none with < 2 replicates)."""
         if self.n_boot > 1:
             b = r[1:][np.isfinite(r[1:])]
             if len(b):
@@ -199,12 +222,9 @@ class ItemBootstrap:
                 return Estimate(float(r[0]), float(lo), float(hi))
         return Estimate(float(r[0]))
 
+    def estimate(self, cell_ids) -> Estimate:
+        return self._interval(self.replicates(cell_ids))
+
     def difference(self, cells_a, cells_b) -> Estimate:
         """Paired difference mean(cells_b) - mean(cells_a) on the same resampled items."""
-        d = self.replicates(cells_b) - self.replicates(cells_a)
-        if self.n_boot > 1:
-            b = d[1:][np.isfinite(d[1:])]
-            if len(b):
-                lo, hi = percentile_interval(b, self.level)
-                return Estimate(float(d[0]), float(lo), float(hi))
-        return Estimate(float(d[0]))
+        return self._interval(self.replicates(cells_b) - self.replicates(cells_a))

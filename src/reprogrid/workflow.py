@@ -83,6 +83,15 @@ class StudyWorkflow:
         """Extra outputs of the grid rule: the alias structure of a fractional design."""
         return {"aliases": self.layout.aliases} if self.design is not None else {}
 
+    @property
+    def specdec_cells_hash(self) -> str:
+        """``section_hash("specdec")`` without the mitigation settings (they do not change a measurement cell);
+        equal to it for a section without ``mitigation``."""
+        section = self.cfg.raw.get("specdec")
+        if isinstance(section, dict):
+            section = {k: v for k, v in section.items() if k != "mitigation"}
+        return short_hash({"specdec": section}, 16)
+
     # --- settings ----------------------------------------------------------------------------------
     @property
     def threads(self) -> int:
@@ -153,6 +162,8 @@ class StudyWorkflow:
         if self.has_specdec:
             out += [L.specdec_table, L.specdec_disparity, L.specdec_attribution("speedup"),
                     L.specdec_attribution("acceptance")]
+        if self.has_mitigation:
+            out.append(L.specdec_mitigation)
         return out
 
     def report_inputs(self) -> dict:
@@ -161,11 +172,22 @@ class StudyWorkflow:
                "grid": L.grid, "manifests": self.manifests,
                "models": [L.prepared_model(p) for p in self.prepared]}
         if self.has_claims:
-            out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells)
+            out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells, published=L.published)
         if self.has_pitfalls:
             out.update(pitfalls=L.pitfalls_json)
         if self.has_specdec:
             out.update(specdec=L.specdec_table, disparity=L.specdec_disparity)
+        return out
+
+    def report_benchmarks(self) -> list[str]:
+        """The Snakemake benchmark files of the jobs the report's run-time table shows."""
+        L = self.layout
+        out = [L.benchmark(rule, p) for rule in ("prepare_model", "generate") for p in self.prepared]
+        out += [L.benchmark(rule) for rule in ("grid", "score", "attribute")]
+        if self.has_claims:
+            out += [L.benchmark("claims_check"), L.benchmark("claims_map")]
+        if self.has_pitfalls:
+            out += [L.benchmark("pitfalls")]
         return out
 
     # --- speculative decoding ------------------------------------------------------------------
@@ -173,6 +195,24 @@ class StudyWorkflow:
         c = self.specdec_cells[cell]
         return {"verifier": self.layout.prepared_model(c["verifier_key"]),
                 "drafter": self.layout.prepared_model(c["drafter_key"])}
+
+    @property
+    def has_mitigation(self) -> bool:
+        return bool((self.cfg.raw.get("specdec") or {}).get("mitigation"))
+
+    def mitigation_models(self) -> dict:
+        """Prepared directories of the mitigated pair's verifier and drafter."""
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return {"verifier": self.layout.prepared_model(p["verifier_key"]),
+                "drafter": self.layout.prepared_model(p["drafter_key"])}
+
+    def mitigation_gpu(self) -> int:
+        from reprogrid.specdec.cells import mitigation_pair
+
+        p = mitigation_pair(self.cfg)
+        return int(any(self.cfg.models[p[role]].get("device") == "cuda" for role in ("verifier", "drafter")))
 
     def specdec_gpu(self, cell: str) -> int:
         c = self.specdec_cells[cell]

@@ -21,6 +21,25 @@ from reprogrid.study import load_study
 
 HELP = "speculative decoding measurements"
 WORKFLOW_VERBS = ("cells", "run", "collect", "attribute")
+MITIGATE_FLAGS = (  # (flag, type, help); defaults: reprogrid.specdec.mitigate.MitigationSettings
+    ("--train-per-task", int, "training prompts per task (the first ones of each task in the file)"),
+    ("--heldout-per-task", int, "held-out prompts per task (the next ones), measured before and after"),
+    ("--under-served", int, "train on the N lowest-acceptance tasks (default 0: the tasks below the mean)"),
+    ("--lora-rank", int, "LoRA rank"),
+    ("--lora-alpha", float, "LoRA alpha (scale alpha/rank)"),
+    ("--top-k", int, "verifier tokens kept per position in the distillation data"),
+    ("--distill-tokens", int, "verifier greedy tokens per training prompt"),
+    ("--budget", int, "training examples drawn in all (steps = budget // batch size)"),
+    ("--batch-size", int, "training examples per optimiser step"),
+    ("--lr", float, "AdamW learning rate"),
+    ("--deficit-power", float, "task weight = (deficit + floor)^power"),
+    ("--deficit-floor", float, "task weight = (deficit + floor)^power"),
+    ("--gamma", int, "draft tokens per verifier step when re-measuring"),
+    ("--max-new-tokens", int, "tokens generated per held-out prompt when re-measuring"),
+    ("--timing-steps", int, "decode steps timed per prompt for c"),
+    ("--n-boot", int, "bootstrap replicates of the before/after comparison"),
+    ("--seed", int, "seed of LoRA init, task sampling, generation and bootstrap"),
+)
 
 
 def _add_workflow_arguments(sub) -> None:
@@ -146,6 +165,76 @@ def add_arguments(parser: object) -> None:
     s.add_argument("--out", required=True, help="output directory (disparity.json)")
 
     _add_workflow_arguments(sub)
+    _add_mitigate_arguments(sub)
+
+
+def _add_mitigate_arguments(sub) -> None:
+    from reprogrid.specdec.mitigate import MitigationSettings
+
+    g = sub.add_parser("mitigate", help="fine-tune the drafter (LoRA, peft) toward the verifier on its under-served "
+                                        "tasks (reprogrid's s-CDF) and re-measure acceptance and disparity")
+    g.add_argument("--config", default=None, help="study config: settings from specdec.mitigation, tasks, "
+                                                  "chat_template, dtype and the pair's device (flags override)")
+    g.add_argument("--verifier", required=True, help="saved transformers model directory (with tokenizer)")
+    g.add_argument("--drafter", required=True, help="saved transformers model directory (same tokenizer)")
+    g.add_argument("--prompts", default=None, help="JSONL prompts (task, prompt_id, text|messages); default built-in")
+    g.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task of the prompts)")
+    defaults = MitigationSettings(verifier="", drafter="", out="")
+    for flag, kind, text in MITIGATE_FLAGS:
+        g.add_argument(flag, type=kind, default=None,
+                       help=f"{text} (default {getattr(defaults, flag[2:].replace('-', '_'))})")
+    g.add_argument("--chat-template", action="store_true", default=None,
+                   help="wrap 'text' prompts in the chat template")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where both models run (default cpu)")
+    g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    g.add_argument("--out", required=True, help="output directory (drafter/, adapter/, tables, mitigation.json)")
+
+
+def _mitigation_settings(args):
+    """MitigationSettings from the config (when given), then the flags that were set."""
+    from reprogrid.specdec.mitigate import MitigationSettings
+
+    values: dict = {}
+    if args.config:
+        from reprogrid.specdec.cells import mitigation_pair, mitigation_values
+
+        cfg = load_study(args.config)
+        settings = study_settings(cfg)
+        values = mitigation_values(settings)
+        values.update(dtype=settings["dtype"],
+                      device=cfg.models[mitigation_pair(cfg)["verifier"]].get("device", "cpu"))
+    for flag, _, _ in MITIGATE_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.tasks:
+        values["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for name in ("chat_template", "device"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return MitigationSettings(verifier=args.verifier, drafter=args.drafter, out=args.out, prompts=args.prompts,
+                              **values)
+
+
+def run_mitigate(args) -> int:
+    from reprogrid.specdec.mitigate_run import run_mitigation
+
+    settings = _mitigation_settings(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    summary = run_mitigation(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    fair, check = summary["comparison"]["fairness"], summary["comparison"]["verifier_outputs"]
+    alpha = summary["comparison"]["change"]["alpha_analytic"]
+    print(f"mean acceptance {alpha['mean']['before']:.3f} -> {alpha['mean']['after']:.3f}; cv "
+          f"{alpha['cv']['before']:.3f} -> {alpha['cv']['after']:.3f}")
+    if fair:
+        lo, hi = fair["relative_change_pct_ci"]
+        print(f"ce_variance (reprogrid's fairness measure) {fair['relative_change_pct']:+.1f}% "
+              f"[{lo:+.1f}%, {hi:+.1f}%]")
+    print(f"verifier outputs identical: {check['identical']}; drafter -> {summary['drafter_dir']}")
+    return 0
 
 
 def run(args) -> int:
@@ -153,6 +242,8 @@ def run(args) -> int:
 
     if args.specdec_command in WORKFLOW_VERBS:
         return run_workflow(args)
+    if args.specdec_command == "mitigate":
+        return run_mitigate(args)
 
     if args.specdec_command == "theory":
         e = expected_tokens_per_step(args.alpha, args.gamma)

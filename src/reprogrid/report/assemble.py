@@ -11,6 +11,7 @@ from reprogrid.report.caveats import caveats_section
 from reprogrid.report.claims_section import claims_section
 from reprogrid.report.inputs import Inputs
 from reprogrid.report.pitfalls_section import pitfalls_section
+from reprogrid.report.research_section import research_section
 from reprogrid.report.provenance_section import provenance_section
 from reprogrid.report.scores import Scores, by_context, main_effects
 from reprogrid.report.sections import attribution_section, headline, study_section
@@ -29,6 +30,7 @@ class Sections:
     claims: dict | None
     specdec: dict | None
     pitfalls: dict | None
+    research: dict | None
     caveats: dict
     prov: dict
 
@@ -40,7 +42,9 @@ class Sections:
 def assemble(inp: Inputs, n_boot: int) -> Sections:
     sc = Scores(inp, n_boot)
     attr = attribution_section(inp)
-    return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=headline(attr),
+    head = headline(attr)
+    pitfalls = pitfalls_section(inp)
+    return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=head,
                     main_effects=main_effects(sc), context=by_context(sc), claims=claims_section(inp),
-                    specdec=specdec_section(inp), pitfalls=pitfalls_section(inp), caveats=caveats_section(inp, sc, attr),
-                    prov=provenance_section(inp, attr, n_boot))
+                    specdec=specdec_section(inp), pitfalls=pitfalls, research=research_section(inp, sc, head, pitfalls),
+                    caveats=caveats_section(inp, sc, attr), prov=provenance_section(inp, attr, n_boot))

@@ -33,6 +33,7 @@ class Inputs:
     findings: list[str] | None = None
     verdicts: dict | None = None
     claim_cells: pd.DataFrame | None = None
+    published: pd.DataFrame | None = None
     specdec: pd.DataFrame | None = None
     disparity: dict | None = None
     pitfalls: dict | None = None
@@ -126,6 +127,9 @@ def _claims(inp: Inputs, L: Layout) -> None:
     if Path(L.claim_cells).is_file():
         inp.claim_cells = read_table(L.claim_cells, what="claim cells")
     _checksum(inp, L, L.findings, L.verdicts, L.claim_cells)
+    if Path(L.published).is_file():
+        inp.published = read_table(L.published, what="published record")
+        _checksum(inp, L, L.published)
 
 
 def _pitfalls(inp: Inputs, L: Layout) -> None:

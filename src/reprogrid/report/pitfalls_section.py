@@ -20,7 +20,8 @@ def pitfalls_section(inp: Inputs) -> dict | None:
     rows = [{"mistake": f"{r['factor']}={r['level']}", "reference": r["reference"], "n_pairs": r["n_pairs"],
              "marginal": Est(r["marginal"], r["marginal_low"], r["marginal_high"], signed=True),
              "from_best": Est(r["from_best"], r["from_best_low"], r["from_best_high"]),
-             "drop": Est(r["drop"], r["drop_low"], r["drop_high"], signed=True), "verdict": r["verdict"]}
+             "drop": Est(r["drop"], r["drop_low"], r["drop_high"], signed=True), "verdict": r["verdict"],
+             "p": f"{r['p_value']:.2g}" if r.get("p_value") is not None else "n/a", "n_items": r.get("n_items")}
             for r in js["rows"]]
     return {"rows": rows, "best": _cell(js["best"]), "worst": _cell(js["worst"]), "answer": js["answer"],
             "interval": js["interval"], "bootstrap": js["bootstrap"]}

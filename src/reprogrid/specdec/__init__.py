@@ -38,4 +38,11 @@ Modules, each below the ones after it in this list only where it imports them:
 * ``cells``: the config's ``specdec:`` section -> settings and measurement cells (the workflow's wildcards).
 * ``runner``: one cell measured (transformers or vLLM) -> ``<cell>.parquet`` / ``.steps.parquet`` / ``.json``.
 * ``collect``: cell tables -> ``specdec.parquet``, ``disparity.json``, and the attribution of the spread.
+* ``mitigate``: the mitigation's settings, checks, prompt split, task selection and deficit-weighted schedule
+  (reprogrid's own definition of the paper's s-CDF).
+* ``distill``: distillation data from the verifier (greedy continuations, top-k log-probabilities, ``.npz``) and
+  the top-k KL(verifier || drafter) objective.
+* ``lora``: LoRA fine-tuning of the drafter through peft; the merged drafter saved and re-loaded with its checksum.
+* ``compare``: before/after tables of two drafters -> disparity of each and paired changes with intervals.
+* ``mitigate_run``: the mitigation end to end (``reprogrid specdec mitigate``, rule specdec_mitigate).
 """

@@ -124,6 +124,41 @@ def _check_tasks(settings: dict, where: str) -> None:
                             f"task '{task}'", field=f"{where}.prompts_per_task")
 
 
+def mitigation_pair(cfg) -> dict:
+    """The pair (``study_settings`` form) named by ``specdec.mitigation.pair`` (default: the first pair)."""
+    s = study_settings(cfg)
+    name = (s.get("mitigation") or {}).get("pair")
+    pairs = {p["name"]: p for p in s["pairs"]}
+    if name is None:
+        return s["pairs"][0]
+    if name not in pairs:
+        raise UserError(f"'{name}' is not a pair name ({', '.join(pairs)})", field="specdec.mitigation.pair")
+    return pairs[name]
+
+
+def mitigation_values(settings: dict) -> dict:
+    """``MitigationSettings`` fields set by the config: the mitigation section (less ``pair``), the tasks and the
+    chat template (its first level)."""
+    values = {k: v for k, v in (settings.get("mitigation") or {}).items() if k != "pair"}
+    values.update(tasks=list(settings["tasks"]), chat_template=bool(settings["chat_template"][0]))
+    return values
+
+
+def _check_mitigation(cfg, settings: dict, where: str) -> None:
+    """The mitigation's own checks (``reprogrid.specdec.mitigate``), with errors naming the config's fields."""
+    from reprogrid.specdec.mitigate import MitigationSettings, check_numbers, split_prompts
+
+    try:
+        mitigation_pair(cfg)
+        s = MitigationSettings(verifier="", drafter="", out="", **mitigation_values(settings))
+        check_numbers(s)
+        split_prompts(s)
+    except UserError as exc:
+        message = str(exc)[len(exc.field) + 2:] if exc.field else str(exc)
+        flag = (exc.field or "").rsplit(": ", 1)[-1].lstrip("-").replace("-", "_")
+        raise UserError(message, field=f"{where}.mitigation.{flag.removeprefix('specdec.mitigation.')}") from None
+
+
 def check_specdec(cfg) -> None:
     """Semantic checks of the `specdec:` section that the schema cannot express (it checks types and enums)."""
     if cfg.raw.get("specdec") is None:
@@ -138,3 +173,5 @@ def check_specdec(cfg) -> None:
     if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not temp > 0:
         raise UserError(f"{temp!r} must be a number > 0", field=f"{where}.temperature")
     _check_tasks(settings, where)
+    if settings.get("mitigation"):
+        _check_mitigation(cfg, settings, where)
