@@ -32,8 +32,16 @@ def write(tmp_path, raw: dict, name: str = "study.yaml"):
     return p
 
 
-def synthetic(tmp_path, factors: dict, design: dict | None = None, name: str = "s.yaml"):
+def tiny_raw() -> dict:
+    """The tiny study without its claims and pitfall sections (they name files and levels of its own grid)."""
     raw = yaml.safe_load(TINY.read_text())
+    raw.pop("claims", None)
+    raw.pop("pitfalls", None)
+    return raw
+
+
+def synthetic(tmp_path, factors: dict, design: dict | None = None, name: str = "s.yaml"):
+    raw = tiny_raw()
     raw["factors"] = {"model": raw["factors"]["model"], **factors, "metric": ["all_match", "exact_match"]}
     if design is not None:
         raw["design"] = design
@@ -129,7 +137,7 @@ BAD = [
 
 @pytest.mark.parametrize("design,factors,field,text", BAD)
 def test_bad_designs_are_one_line_errors_before_any_work(tmp_path, design, factors, field, text):
-    raw = yaml.safe_load(TINY.read_text())
+    raw = tiny_raw()
     raw["factors"] = {"model": raw["factors"]["model"], **factors}
     raw["design"] = design
     path = write(tmp_path, raw)
