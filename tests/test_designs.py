@@ -300,3 +300,27 @@ def test_adaptive_rounds_grow_the_grid_up_to_the_budget(tmp_path, monkeypatch):
     rounds = json.loads((tmp_path / "results-tiny" / "grid" / "rounds.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert set(rounds[0]["generation_ids"]) == seen[1] - seen[0]
+
+
+def test_the_report_shows_the_design_section(tmp_path):
+    from report_fixtures import make_results
+    from reprogrid.attribution import varying_factors
+    from reprogrid.commands.estimate import write_outputs
+    from reprogrid.io import read_table
+    from reprogrid.layout import Layout
+    from reprogrid.report import build_report
+    from reprogrid.study import load_study
+
+    cfg_path, results = make_results(tmp_path, with_claims=False, with_specdec=False)
+    cfg = load_study(cfg_path)
+    L = Layout(results)
+    samples = read_table(L.samples)
+    factors = varying_factors(samples, cfg.listed)
+    half = samples[samples["context_length"].astype(str) != "4096"]  # an incomplete grid
+    write_outputs(estimate(half, "score", factors, draws=20, noise_draws=10), L.design_dir)
+    cfg.raw["design"] = {"type": "fractional", "reduction": 2}  # the report reads the section of such a study
+    paths = build_report(cfg, results, n_boot=20)
+    md, html = paths["summary"].read_text(), paths["html"].read_text()
+    for text in (md, html):
+        assert "Fractional design: model-based shares" in text and "held-out check" in text
+        assert "unrun cells predicted with intervals" in text

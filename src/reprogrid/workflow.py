@@ -175,6 +175,8 @@ class StudyWorkflow:
             out.update(verdicts=L.verdicts, findings=L.findings, claim_cells=L.claim_cells, published=L.published)
         if self.has_pitfalls:
             out.update(pitfalls=L.pitfalls_json)
+        if self.design is not None:
+            out.update(design=L.design_shares_json)
         if self.has_specdec:
             out.update(specdec=L.specdec_table, disparity=L.specdec_disparity)
         return out

@@ -53,10 +53,7 @@ def run(args) -> int:
                           noise_draws=noise, folds=folds)
     except UserError as exc:
         raise exc.in_file(f"INPUT {args.input}") from None
-    write_csv(result.table, out / CSV_NAME, float_format="%.10g")
-    write_json(out / JSON_NAME, result.to_json_obj())
-    write_csv(result.predicted, out / PREDICTED_NAME, float_format="%.10g")
-    write_csv(result.holdout, out / HOLDOUT_NAME, float_format="%.10g")
+    write_outputs(result, out)
     d = result.details
     ho = d["holdout"]
     print(f"{d['n_cells']} of {d['n_cells_full_grid']} cells measured; model terms: {', '.join(d['model_terms'])}")
@@ -67,3 +64,12 @@ def run(args) -> int:
               f"nominal {ho['nominal']:.2f}, RMSE {ho['rmse']:.4g}")
     print(f"wrote {CSV_NAME}, {JSON_NAME}, {PREDICTED_NAME}, {HOLDOUT_NAME} in {out}")
     return 0
+
+
+def write_outputs(result, out_dir) -> None:
+    """The four files of ``reprogrid estimate`` in ``out_dir``."""
+    out = Path(out_dir)
+    write_csv(result.table, out / CSV_NAME, float_format="%.10g")
+    write_json(out / JSON_NAME, result.to_json_obj())
+    write_csv(result.predicted, out / PREDICTED_NAME, float_format="%.10g")
+    write_csv(result.holdout, out / HOLDOUT_NAME, float_format="%.10g")

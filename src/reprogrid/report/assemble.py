@@ -9,6 +9,7 @@ import pandas as pd
 
 from reprogrid.report.caveats import caveats_section
 from reprogrid.report.claims_section import claims_section
+from reprogrid.report.design_section import design_section
 from reprogrid.report.inputs import Inputs
 from reprogrid.report.pitfalls_section import pitfalls_section
 from reprogrid.report.research_section import research_section
@@ -33,6 +34,7 @@ class Sections:
     research: dict | None
     caveats: dict
     prov: dict
+    design: dict | None = None
 
     @property
     def context_varies(self) -> bool:
@@ -47,4 +49,5 @@ def assemble(inp: Inputs, n_boot: int) -> Sections:
     return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=head,
                     main_effects=main_effects(sc), context=by_context(sc), claims=claims_section(inp),
                     specdec=specdec_section(inp), pitfalls=pitfalls, research=research_section(inp, sc, head, pitfalls),
-                    caveats=caveats_section(inp, sc, attr), prov=provenance_section(inp, attr, n_boot))
+                    caveats=caveats_section(inp, sc, attr), prov=provenance_section(inp, attr, n_boot),
+                    design=design_section(inp))

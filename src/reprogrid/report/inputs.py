@@ -37,6 +37,7 @@ class Inputs:
     specdec: pd.DataFrame | None = None
     disparity: dict | None = None
     pitfalls: dict | None = None
+    design: dict | None = None  # reprogrid estimate's design_shares.json (fractional and adaptive designs)
     manifests: dict[str, dict] = field(default_factory=dict)
     generations: dict[str, dict] = field(default_factory=dict)  # gid -> provenance
     models: dict[str, dict] = field(default_factory=dict)  # prepared key -> provenance
@@ -60,6 +61,8 @@ def load_inputs(cfg, results: str | Path) -> Inputs:
         _specdec(inp, L)
     if cfg.raw.get("pitfalls"):
         _pitfalls(inp, L)
+    if (cfg.raw.get("design") or {}).get("type", "full") != "full":
+        _design(inp, L)
     _generations(inp, L)
     _models(inp, L)
     _benchmarks(inp, L)
@@ -138,6 +141,14 @@ def _pitfalls(inp: Inputs, L: Layout) -> None:
         _checksum(inp, L, L.pitfalls_json)
     else:
         inp.note("pitfalls", f"{L.rel(L.pitfalls_json)} is missing: the pitfalls step did not run")
+
+
+def _design(inp: Inputs, L: Layout) -> None:
+    if Path(L.design_shares_json).is_file():
+        inp.design = _read_json(L.design_shares_json)
+        _checksum(inp, L, L.design_shares_json)
+    else:
+        inp.note("design", f"{L.rel(L.design_shares_json)} is missing: the estimate step did not run")
 
 
 def _specdec(inp: Inputs, L: Layout) -> None:
