@@ -142,3 +142,43 @@ def test_design_advice_sized_design_achieves_its_halfwidth_and_power():
     assert 0.72 <= power <= 0.88, power
     assert adv["minimum_detectable_effect"]["same_nest"] > 0
     assert adv["needed"]["task"]["halfwidth"] is not None
+
+
+def test_cli_writes_components_and_advice(tmp_path, capsys):
+    """A samples table as the workflow writes it: task column, data_seed and context_length among the
+    factors; items nested in (task, seed, length); two crossed protocol factors."""
+    import json
+
+    from reprogrid.cli import main
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for t, s, L in np.ndindex(3, 2, 2):
+        for i in range(5):
+            base = rng.normal(0, 0.2) + 0.3 * t + 0.1 * s - 0.2 * L
+            for a, b in np.ndindex(2, 2):
+                rows.append({"task": f"task{t}", "data_seed": s, "context_length": [4096, 8192][L],
+                             "item_id": f"task{t}/{i}", "template": ["own", "lm_eval"][a], "quant": ["q8", "q4"][b],
+                             "score": float(rng.random() < np.clip(0.5 + base + 0.1 * a, 0, 1))})
+    path = tmp_path / "samples.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    out = tmp_path / "g"
+    rc = main(["gstudy", str(path), "--response", "score", "--item", "item_id",
+               "--factors", "template,quant,data_seed,context_length", "--difference", "0.03", "--out", str(out)])
+    assert rc == 0
+    tab = pd.read_csv(out / G.CSV_NAME)
+    assert list(tab.columns) == G.COLUMNS
+    names = set(tab["component"])
+    assert {"task", "data_seed", "task:data_seed:context_length:item", "context_length", "protocol",
+            "task:data_seed:context_length:item:protocol (residual)"} <= names
+    det = json.loads((out / G.JSON_NAME).read_text())
+    assert det["design"]["facets"]["item"]["levels"] == 5
+    assert det["design_advice"]["targets"]["difference"] == 0.03
+    assert det["design_advice"]["items_per_cell"] == 5 * 3 * 2
+    assert 0 <= det["coefficients"]["G"] <= 1
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(rows[1:]).to_csv(bad, index=False)
+    rc = main(["gstudy", str(bad), "--response", "score", "--item", "item_id",
+               "--factors", "template,quant,data_seed,context_length", "--out", str(out)])
+    assert rc == 2
+    assert f"error: INPUT {bad}: design: unbalanced design: 1 of 240" in capsys.readouterr().err

@@ -334,3 +334,39 @@ def design_advice(design: Design, table: pd.DataFrame, level: float = 0.95, powe
                       "the fixed factors' levels as in the study",
         "method": " ".join(design_advice.__doc__.split("\n\n", 1)[1].split()),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole study
+
+
+def gstudy(df: pd.DataFrame, response: str, item: Sequence[str], factors: Sequence[str],
+           random: Sequence[str] = (), nest: Sequence[str] = (), level: float = 0.95,
+           halfwidth: float | None = None, difference: float | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """G and D study of ``response``: ``random`` facets (columns, e.g. task and data_seed; those among
+    ``factors`` are taken out of the fixed ones), items nested in them and in the ``nest`` factors, the other
+    ``factors`` fixed. Returns the components table (:data:`COLUMNS`) and the details (JSON)."""
+    random = list(random)
+    nest = [f for f in nest if f not in random]
+    fixed = [f for f in factors if f not in random and f not in nest]
+    design = build_design(df, response, list(item), random, nest, fixed)
+    table = components(design, level)
+    details = {
+        "response": response,
+        "design": {"facets": {a: {"kind": k, "levels": int(n)} for a, k, n in
+                              zip(design.axes, design.kinds, design.y.shape)},
+                   "random": [f for f in random if f in design.axes], "nest": nest, "fixed": fixed,
+                   "item": list(item), "not_facets": design.dropped, "n_scores": int(design.y.size)},
+        "population": ("components: the unrestricted mixed model's variances of the random facets (new tasks, "
+                       "seeds, items drawn from the same generators) and the mean squared effects of the fixed "
+                       "protocol factors at their levels in the study"),
+        "level": level,
+        "coefficients": coefficients(design, table),
+        "design_advice": design_advice(design, table, level, halfwidth=halfwidth, difference=difference),
+        "method": " ".join(__doc__.split("\n\n", 1)[1].split()),
+    }
+    noise = float(table.loc[table["kind"] == "random", "component_value"].sum())
+    protocol = float(table.loc[table["kind"] == "fixed", "component_value"].sum())
+    details["spread"] = {"measurement_noise": noise, "protocol": protocol,
+                         "protocol_share": protocol / (noise + protocol) if noise + protocol > 0 else None}
+    return table.drop(columns="_term")[COLUMNS], details
