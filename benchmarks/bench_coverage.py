@@ -59,7 +59,7 @@ def population(kind: str, present: np.ndarray) -> np.ndarray:
     return np.concatenate([sub.shapley(v)[0], [1 - v[0, sub.full]]])
 
 
-def simulate(rng, kind: str, n_items: int, unbalanced: bool, null_factor: bool = False):
+def simulate(rng, kind: str, n_items: int, unbalanced: bool, null_factor: str | None = None):
     grid = np.array(list(itertools.product(*[range(L) for L in LEVELS])))
     present = np.ones(len(grid), dtype=bool)
     if unbalanced:
@@ -76,8 +76,10 @@ def simulate(rng, kind: str, n_items: int, unbalanced: bool, null_factor: bool =
     df = pd.DataFrame({f: grid[cells][ci[keep], j] for j, f in enumerate(FACTORS)})
     df["item"] = ii[keep]
     df["y"] = y[keep]
-    if null_factor:  # D: no effect; the same items at both levels (a crossed split of each cell)
+    if null_factor == "crossed":  # D: no effect; the same items at both levels
         df = pd.concat([df.assign(D=0), df.assign(D=1, y=_redraw(rng, kind, df, cells, u))], ignore_index=True)
+    elif null_factor == "nested":  # D: no effect; half of the items at each level (items nested in D)
+        df["D"] = (df["item"] >= n_items // 2).astype(int)
     return df, present
 
 
@@ -110,11 +112,11 @@ def coverage(kind: str, n_items: int, unbalanced: bool, R: int, B: int, seed: in
             "mean_shapley": est["shapley"] / R, "mean_adj": est["adj"] / R}
 
 
-def false_positives(kind: str, n_items: int, R: int, perms: int, seed: int) -> float:
+def false_positives(kind: str, n_items: int, R: int, perms: int, seed: int, null: str = "crossed") -> float:
     rng = np.random.default_rng(seed)
     fp = 0
     for r in range(R):
-        df, _ = simulate(rng, kind, n_items, False, null_factor=True)
+        df, _ = simulate(rng, kind, n_items, False, null_factor=null)
         res = attribute(df, "y", FACTORS + ["D"], item="item", bootstrap=0, seed=r, noise_floor_permutations=perms)
         fp += bool(res.details["noise_floor"]["factors"]["D"]["above_noise"])
     return fp / R
@@ -140,12 +142,14 @@ def main() -> None:
             print(f"| {kind} | {design} | {n} | {f} | {c['truth'][j]:.4f} | {c['mean_shapley'][j]:.4f} | "
                   f"{c['mean_adj'][j]:.4f} | {c['pct'][j]:.3f} | {c['adj'][j]:.3f} |", flush=True)
         print(f"<!-- {kind} {design} {n}: {args.datasets} data sets, {time.time() - t0:.0f} s -->", flush=True)
-    for kind in args.kinds.split(","):
+    if args.fp_datasets:
+        print("\n| outcome | items | null factor D | false-positive rate of the noise floor | data sets |")
+        print("|---|---:|---|---:|---:|")
+    for kind, n, null in itertools.product(args.kinds.split(","), [int(x) for x in args.items.split(",")],
+                                           ("crossed", "nested")):
         if args.fp_datasets:
-            for n in [int(x) for x in args.items.split(",")]:
-                fp = false_positives(kind, n, args.fp_datasets, 100, seed=1000 + n)
-                print(f"noise floor, {kind}, {n} items, null factor D: false-positive rate {fp:.3f} "
-                      f"over {args.fp_datasets} data sets", flush=True)
+            fp = false_positives(kind, n, args.fp_datasets, 100, seed=1000 + n, null=null)
+            print(f"| {kind} | {n} | {null} with the items | {fp:.3f} | {args.fp_datasets} |", flush=True)
 
 
 if __name__ == "__main__":
