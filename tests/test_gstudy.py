@@ -116,7 +116,12 @@ def test_fixed_effect_and_g_coefficient():
 def test_unbalanced_and_repeated_scores_are_refused():
     df = nested(np.random.default_rng(3))
     with pytest.raises(G.Unbalanced, match="design: unbalanced design: 1 of 90"):
-        G.build_design(df.iloc[1:], "y", ["item_id"], ["task"], [], ["proto"])
+        G.build_design(df.iloc[1:], "y", ["item_id"], ["task"], [], ["proto"], drop_incomplete=False)
+    d = G.build_design(df.iloc[1:], "y", ["item_id"], ["task"], [], ["proto"])  # the incomplete cell goes
+    assert d.y.shape == (5, 6, 2) and "1 cell(s) without a score for every item: q0" in d.dropped[
+        "protocol cells left out"]
+    with pytest.raises(G.Unbalanced, match="items per group 5-6"):  # one item fewer in one task
+        G.build_design(df[~((df.task == "t0") & (df.item_id == "i0"))], "y", ["item_id"], ["task"], [], ["proto"])
     with pytest.raises(G.Unbalanced, match="several scores"):
         G.build_design(df, "y", ["item_id"], ["task"], [], [])
     with pytest.raises(UserError, match="nope: no such column"):
@@ -176,9 +181,15 @@ def test_cli_writes_components_and_advice(tmp_path, capsys):
     assert det["design_advice"]["targets"]["difference"] == 0.03
     assert det["design_advice"]["items_per_cell"] == 5 * 3 * 2
     assert 0 <= det["coefficients"]["G"] <= 1
+    failed = tmp_path / "failed.csv"  # one protocol cell lacks a score: left out and named
+    pd.DataFrame(rows[1:]).to_csv(failed, index=False)
+    rc = main(["gstudy", str(failed), "--response", "score", "--item", "item_id",
+               "--factors", "template,quant,data_seed,context_length", "--out", str(out)])
+    assert rc == 0
+    assert "protocol cells left out: 1 cell(s) without a score for every item: own | q8" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
-    pd.DataFrame(rows[1:]).to_csv(bad, index=False)
+    pd.DataFrame([r for r in rows if r["item_id"] != "task0/0" or r["data_seed"] != 0]).to_csv(bad, index=False)
     rc = main(["gstudy", str(bad), "--response", "score", "--item", "item_id",
                "--factors", "template,quant,data_seed,context_length", "--out", str(out)])
     assert rc == 2
-    assert f"error: INPUT {bad}: design: unbalanced design: 1 of 240" in capsys.readouterr().err
+    assert f"error: INPUT {bad}: design: unbalanced design: 8 of 240" in capsys.readouterr().err

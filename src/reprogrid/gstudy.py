@@ -82,8 +82,10 @@ def _key(df: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
 
 
 def build_design(df: pd.DataFrame, response: str, item: Sequence[str], random: Sequence[str],
-                 nest: Sequence[str] = (), fixed: Sequence[str] = ()) -> Design:
-    """The full array of scores; refuses (``Unbalanced``) designs with a missing or repeated score."""
+                 nest: Sequence[str] = (), fixed: Sequence[str] = (), drop_incomplete: bool = True) -> Design:
+    """The full array of scores; refuses (``Unbalanced``) designs with a missing or repeated score.
+    With ``drop_incomplete``, protocol cells (combinations of the ``fixed`` factors) that miss a score
+    (a failed cell, or one absent at some nest level) are left out first and named in ``dropped``."""
     cols = [response, *item, *random, *nest, *fixed]
     missing = [c for c in cols if c not in df.columns]
     if missing:
@@ -127,6 +129,17 @@ def build_design(df: pd.DataFrame, response: str, item: Sequence[str], random: S
     if len(np.unique(flat)) != len(flat):
         raise Unbalanced("several scores for one item in one cell: name every factor that varies "
                          "(random, nest or fixed)", field="design")
+    if len(flat) != int(np.prod(shape)) and fixed_v and drop_incomplete:
+        have = np.zeros(shape, dtype=bool)
+        have.flat[flat] = True
+        complete = have.reshape(-1, shape[-1]).all(axis=0)  # protocol is the last axis
+        if 1 <= complete.sum() < len(complete):
+            keep = complete[codes[-1]]
+            out = build_design(df[keep], response, item, random, nest, fixed, drop_incomplete=False)
+            gone = [levels[PROTOCOL][c] for c in np.flatnonzero(~complete)]
+            out.dropped["protocol cells left out"] = (f"{len(gone)} cell(s) without a score for every item: "
+                                                      + "; ".join(gone))
+            return out
     if len(flat) != int(np.prod(shape)):
         per_group = pd.Series(within).groupby(group).nunique()
         raise Unbalanced(f"unbalanced design: {int(np.prod(shape)) - len(flat)} of {int(np.prod(shape))} "
