@@ -131,11 +131,14 @@ def main() -> None:
     ap.add_argument("--designs", default="balanced,unbalanced")
     ap.add_argument("--fp-datasets", type=int, default=0, help="data sets for the noise floor's false positives")
     args = ap.parse_args()
-    print("| outcome | design | items | effect | population | mean shapley | mean shapley_adj | "
-          "coverage ci | coverage adj_ci |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+    if args.datasets:
+        print("| outcome | design | items | effect | population | mean shapley | mean shapley_adj | "
+              "coverage ci | coverage adj_ci |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     for kind, design, n in itertools.product(args.kinds.split(","), args.designs.split(","),
                                              [int(x) for x in args.items.split(",")]):
+        if not args.datasets:
+            break
         t0 = time.time()
         c = coverage(kind, n, design == "unbalanced", args.datasets, args.bootstrap, seed=n)
         for j, f in enumerate(FACTORS + ["residual"]):
