@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprogrid import dstudy as D
 from reprogrid import gstudy as G
 from reprogrid.errors import UserError
 
@@ -135,7 +136,7 @@ def test_design_advice_sized_design_achieves_its_halfwidth_and_power():
     sd, T = (0.15, 0.8, 0.05, 0.4), 40
     df = nested(rng, T=T, n=40, sd=sd, effects=(0.0, 0.3, 1.0))
     d = G.build_design(df, "y", ["item_id"], ["task"], [], ["proto"])
-    adv = G.design_advice(d, G.components(d), halfwidth=0.08, difference=0.1)
+    adv = D.design_advice(d, G.components(d), halfwidth=0.08, difference=0.1)
     need = adv["needed"]["items per (random facets, nest) group"]
     assert adv["needed_items_per_cell"]["halfwidth"] == need["halfwidth"] * T
     cell = [nested_array(rng, T, int(need["halfwidth"]), sd=sd)[:, :, 0].mean() for _ in range(3000)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reprogrid.errors import UserError
-from reprogrid.gstudy import CSV_NAME, JSON_NAME, gstudy
+from reprogrid.dstudy import generalizability
+from reprogrid.gstudy import CSV_NAME, JSON_NAME
 from reprogrid.io import read_table, write_csv, write_json
 
 HELP = "variance components (items, tasks, seeds vs protocol), G coefficient and design advice"
@@ -73,12 +74,14 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory", field="--out")
     try:
-        table, details = gstudy(df, args.response, item, factors, random, nest, level, halfwidth, difference)
+        table, details = generalizability(df, args.response, item, factors, random, nest, level, halfwidth, difference)
     except UserError as exc:
         raise exc.in_file(where) from None
     write_csv(table, out / CSV_NAME, float_format="%.10g")
     write_json(out / JSON_NAME, {"components": table.to_dict(orient="records"), **details})
     for f, why in details["design"]["not_facets"].items():
         print(f"note: {where}: {f}: {why}")
+    for line in details["design_advice"]["advice"]:
+        print(line)
     print(f"wrote {out / CSV_NAME} and {out / JSON_NAME}")
     return 0
