@@ -73,12 +73,21 @@ class Design:
 
 
 def _key(df: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-    """Codes of the combination of ``cols`` (as strings) and its level labels."""
+    """Codes of the combination of ``cols`` (levels read as text, sorted column by column) and the
+    combinations' labels ("a | b")."""
     if not cols:
         return np.zeros(len(df), dtype=np.int64), [()]
-    lab = df[list(cols)].astype(str).agg(" | ".join, axis=1) if len(cols) > 1 else df[cols[0]].astype(str)
-    codes, uniq = pd.factorize(lab, sort=True)
-    return codes.astype(np.int64), list(uniq)
+    codes, uniqs = [], []
+    for c in cols:
+        cc, uu = pd.factorize(df[c].astype(str), sort=True)
+        codes.append(cc.astype(np.int64))
+        uniqs.append(list(uu))
+    if len(cols) == 1:
+        return codes[0], uniqs[0]
+    flat = np.ravel_multi_index(tuple(codes), tuple(len(u) for u in uniqs))
+    comb, first, inv = np.unique(flat, return_index=True, return_inverse=True)
+    labels = [" | ".join(str(uniqs[k][codes[k][i]]) for k in range(len(cols))) for i in first]
+    return inv.reshape(-1).astype(np.int64), labels
 
 
 def build_design(df: pd.DataFrame, response: str, item: Sequence[str], random: Sequence[str],
