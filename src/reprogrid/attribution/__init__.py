@@ -24,7 +24,8 @@ one row per effect (each factor, each two-way interaction ``A:B``, and ``residua
   labels are permuted (within items where items are crossed with it, between items otherwise, always
   within the cells of the other factors): what a factor with no effect gets at this sample size. It is
   the k-th smallest of the B permuted shares, k = ceil(0.95 (B + 1)), so that a factor with no effect
-  clears it (``above_noise``) at most 5% of the time.
+  clears it (``above_noise``) at most 5% of the time. Items nested in the factor (seen at one of its
+  levels) are relabelled as whole items, so that an item's effect moves with all its cells.
 - ``shapley_adj`` (factor and residual rows): the Shapley share with the sampling noise of the cell means
   removed (an R^2 counts that noise as effect, more so with few items per cell): ``shapley`` minus the
   bootstrap estimate of the noise, U/(U-H) (mean of the replicates - shapley), U items in H strata. It
