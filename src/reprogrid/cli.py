@@ -19,6 +19,7 @@ COMMANDS = {
     "generate": ("generate", "run every generation of one prepared model through lm-eval"),
     "score": ("score", "score stored generations per cell and write the tidy tables"),
     "attribute": ("attribute", "variance shares of a response over factors, with intervals"),
+    "gstudy": ("gstudy", "variance components (items, tasks, seeds vs protocol), G coefficient and design advice"),
     "claims": ("claims", "check published claims for internal consistency and map them onto a grid"),
     "pitfalls": ("pitfalls", "measure each protocol mistake against the reference protocol, paired on items"),
     "explain": ("explain", "decompose the gap between two protocols into factor contributions"),
