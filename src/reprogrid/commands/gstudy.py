@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from reprogrid.errors import UserError
 from reprogrid.dstudy import generalizability
 from reprogrid.gstudy import CSV_NAME, JSON_NAME
@@ -52,6 +54,9 @@ def add_arguments(parser: object) -> None:
     parser.add_argument("--difference", default=None, metavar="D", help="difference between two cells to detect "
                         "at 80%% power (default: half the study's minimum detectable effect)")
     parser.add_argument("--out", required=True, metavar="DIR", help=f"output directory ({CSV_NAME}, {JSON_NAME})")
+    parser.add_argument("--or-explain", action="store_true",
+                        help="a design the estimators cannot take (unbalanced beyond failed cells) is not an error: "
+                             "write empty outputs that say why, exit 0 (the workflow's setting)")
 
 
 def run(args) -> int:
@@ -76,7 +81,12 @@ def run(args) -> int:
     try:
         table, details = generalizability(df, args.response, item, factors, random, nest, level, halfwidth, difference)
     except UserError as exc:
-        raise exc.in_file(where) from None
+        if not args.or_explain:
+            raise exc.in_file(where) from None
+        write_csv(pd.DataFrame(columns=["component"]), out / CSV_NAME)
+        write_json(out / JSON_NAME, {"available": False, "reason": str(exc.in_file(where))})
+        print(f"note: no variance components: {exc.in_file(where)}")
+        return 0
     write_csv(table, out / CSV_NAME, float_format="%.10g")
     write_json(out / JSON_NAME, {"components": table.to_dict(orient="records"), **details})
     for f, why in details["design"]["not_facets"].items():

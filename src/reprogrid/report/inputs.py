@@ -37,6 +37,7 @@ class Inputs:
     specdec: pd.DataFrame | None = None
     disparity: dict | None = None
     pitfalls: dict | None = None
+    components: dict | None = None
     manifests: dict[str, dict] = field(default_factory=dict)
     generations: dict[str, dict] = field(default_factory=dict)  # gid -> provenance
     models: dict[str, dict] = field(default_factory=dict)  # prepared key -> provenance
@@ -60,6 +61,9 @@ def load_inputs(cfg, results: str | Path) -> Inputs:
         _specdec(inp, L)
     if cfg.raw.get("pitfalls"):
         _pitfalls(inp, L)
+    if Path(L.variance_components_json).is_file():
+        inp.components = _read_json(L.variance_components_json)
+        _checksum(inp, L, L.variance_components_json)
     _generations(inp, L)
     _models(inp, L)
     _benchmarks(inp, L)
