@@ -1,6 +1,26 @@
 # Attribution: variance shares of the per-sample score over the factors that vary, bootstrap over items.
 
 
+rule gstudy:
+    input:
+        samples=L.samples,
+    output:
+        table=L.variance_components,
+        details=L.variance_components_json,
+    log:
+        L.log("gstudy"),
+    benchmark:
+        L.benchmark("gstudy")
+    params:
+        factors=",".join(W.varying),
+        out=lambda wc, output: os.path.dirname(output.table),
+    conda:
+        ENV_ANALYSIS
+    shell:
+        "python -m reprogrid gstudy {input.samples} --response score --item item_id --factors {params.factors} "
+        "--or-explain --out {params.out} > {log} 2>&1"
+
+
 rule attribute:
     input:
         samples=L.samples,

@@ -195,7 +195,19 @@ def _write_attribution(results: Path, seed: int, samples: pd.DataFrame, cells: p
         "seed": seed,
     }
     write_result(AttributionResult(table=table, details=details), results / "attribution")
+    _write_components(results, samples, factors)
     return table
+
+
+def _write_components(results: Path, samples: pd.DataFrame, factors: list[str]) -> None:
+    """The real `reprogrid gstudy` on the synthetic samples (the workflow's gstudy rule)."""
+    from reprogrid.cli import main
+
+    samples.to_parquet(results / "tables" / "samples_for_gstudy.parquet")
+    assert main(["gstudy", str(results / "tables" / "samples_for_gstudy.parquet"), "--response", "score",
+                 "--item", "item_id", "--factors", ",".join(factors), "--or-explain",
+                 "--out", str(results / "attribution")]) == 0
+    (results / "tables" / "samples_for_gstudy.parquet").unlink()
 
 
 def _specdec(results: Path, rng) -> None:

@@ -307,6 +307,10 @@ def test_verdicts_pairwise_decomposition_and_determinism(tables, grid_claims):
     assert [c["factor"] for c in pw["contributions"]] == ["model"]
     assert pw["contributions"][0]["contribution"] == pytest.approx(0.48)
     assert pw["gap"] == pytest.approx(0.48)
+    # the step and the gap carry a paired test on shared items (explain.paired)
+    gt = pw["gap_test"]
+    assert gt["test"] in ("mcnemar_exact", "paired_permutation") and gt["p_value"] < 0.05 and gt["n_pairs"] > 0
+    assert gt["mde"] > 0 and pw["contributions"][0]["p_value"] == pytest.approx(gt["p_value"])
     assert v1["most_explanatory_factor"]["available"] is False
 
 

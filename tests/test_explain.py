@@ -295,3 +295,65 @@ def test_cli_announces_left_out_rows(tmp_path, capsys):
                "--factors", "a,b,c,d", "--out", str(tmp_path / "o")])
     assert rc == 0
     assert f"note: INPUT {src}: 4 row(s) left out (status not ok)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired, task-clustered tests of contributions
+
+
+def _items_table(rng, n_items=30, tasks=3, binary=True):
+    rows = []
+    for t in range(tasks):
+        for i in range(n_items):
+            base = rng.normal(0, 1)
+            for a, b in itertools.product(("a0", "a1"), ("b0", "b1")):
+                eta = base + 0.6 * (a == "a1") + 0.2 * (b == "b1") + rng.normal(0, 0.7)
+                y = float(rng.random() < 1 / (1 + np.exp(-eta))) if binary else float(eta)
+                rows.append({"task": f"t{t}", "item": f"i{i}", "a": a, "b": b, "score": y})
+    return pd.DataFrame(rows)
+
+
+def test_one_step_on_binary_scores_is_an_exact_mcnemar_test():
+    from statsmodels.regression.linear_model import OLS
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    df = _items_table(np.random.default_rng(0))
+    res = explain(df, "score", {"a": "a0", "b": "b0"}, {"a": "a1", "b": "b0"}, item="item", bootstrap=50,
+                  factors=["a", "b"])
+    row = res.contributions.iloc[0]
+    assert row["test"] == "mcnemar_exact" and row["n_pairs"] == 90
+    w = df[df.b == "b0"].pivot_table(index=["task", "item"], columns="a", values="score")
+    table = pd.crosstab(w["a0"], w["a1"]).reindex(index=[1.0, 0.0], columns=[1.0, 0.0], fill_value=0)
+    assert row["p_value"] == pytest.approx(mcnemar(table.to_numpy(), exact=True).pvalue, abs=1e-12)
+    d = (w["a1"] - w["a0"]).to_numpy()
+    groups = w.index.get_level_values("task").factorize()[0]
+    ref = OLS(d, np.ones(len(d))).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    assert row["se"] == pytest.approx(float(ref.bse[0]), rel=1e-10)
+    assert row["mde"] == pytest.approx(2.8015852 * row["se"], rel=1e-6)
+    assert res.summary()["gap_test"]["test"] == "mcnemar_exact"
+    assert res.summary()["contributions"][0]["p_value"] == pytest.approx(row["p_value"])
+
+
+def test_shapley_steps_get_a_paired_permutation_test():
+    from scipy import stats as sps
+
+    df = _items_table(np.random.default_rng(1), binary=False)
+    res = explain(df, "score", {"a": "a0", "b": "b0"}, {"a": "a1", "b": "b1"}, item="item", bootstrap=50,
+                  factors=["a", "b"], seed=3)
+    t = res.contributions.set_index("factor")
+    assert list(t["test"]) == ["paired_permutation"] * 2
+    w = df.pivot_table(index=["task", "item"], columns=["a", "b"], values="score")
+    d_a = 0.5 * (w[("a1", "b0")] - w[("a0", "b0")]) + 0.5 * (w[("a1", "b1")] - w[("a0", "b1")])
+    assert d_a.mean() == pytest.approx(t.loc["a", "contribution"], abs=1e-12)
+    ref = sps.permutation_test((d_a.to_numpy(),), np.mean, permutation_type="samples", vectorized=True,
+                               n_resamples=9999, random_state=np.random.default_rng(3))
+    assert t.loc["a", "p_value"] == pytest.approx(ref.pvalue)
+    assert t.loc["a", "p_value"] < 0.01 and (t["mde"] > 0).all()
+    out = res.summary()
+    assert out["gap_test"]["n_pairs"] == 90 and out["gap_test"]["p_value"] < 0.01
+
+
+def test_without_items_there_is_no_paired_test():
+    df = grid(lambda a, b, c, d: 0.1 + 0.2 * a + 0.05 * b - 0.03 * c)
+    res = explain(df, "score", LOW, HIGH, factors=FACTORS)
+    assert "p_value" not in res.contributions.columns and res.summary()["gap_test"] == {}

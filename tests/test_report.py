@@ -469,6 +469,23 @@ def test_report_in_headless_chromium(rendered, chromium, tmp_path):
     assert shots["viewport"].read_bytes()[:4] == b"\x89PNG" and shots["full"].stat().st_size > 10_000
 
 
+def test_noise_section_prints_the_variance_components(rendered):
+    """The measurement-noise section is the gstudy JSON: its noise share, G and advice, as written."""
+    from reprogrid.layout import Layout
+
+    js = json.loads(Path(Layout(rendered["results"]).variance_components_json).read_text())
+    md = rendered["md"].split("## Measurement noise vs protocol", 1)[1].split("\n## ", 1)[0]
+    if js.get("available") is False:
+        assert js["reason"] in md
+        return
+    spread = js["spread"]
+    share = spread["measurement_noise"] / (spread["measurement_noise"] + spread["protocol"])
+    assert f"{share * 100:.0f}% is measurement\nnoise" in md or f"{share * 100:.0f}% is measurement noise" in md
+    assert f"G = {js['coefficients']['G']:.2f}" in md
+    for advice in js["design_advice"]["advice"]:
+        assert advice in md
+
+
 def test_research_answers_put_the_record_before_the_grid():
     """A claim that is not in its cited source and equals another model's number is explained by the record
     (misattribution), not by a grid reading; model families match across naming styles."""

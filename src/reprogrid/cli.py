@@ -21,6 +21,7 @@ COMMANDS = {
     "attribute": ("attribute", "variance shares of a response over factors, with intervals"),
     "estimate": ("estimate", "shares, predicted unrun cells and a held-out check from an incomplete (fractional) grid"),
     "adapt": ("adapt", "add the next follow-up round of an adaptive design (where predictions are least certain)"),
+    "gstudy": ("gstudy", "variance components (items, tasks, seeds vs protocol), G coefficient and design advice"),
     "claims": ("claims", "check published claims for internal consistency and map them onto a grid"),
     "pitfalls": ("pitfalls", "measure each protocol mistake against the reference protocol, paired on items"),
     "explain": ("explain", "decompose the gap between two protocols into factor contributions"),

@@ -138,6 +138,14 @@ class Layout:
         return self._p("attribution", "design", "holdout.csv")
 
     @property
+    def variance_components(self) -> str:
+        return self._p("attribution", "variance_components.csv")
+
+    @property
+    def variance_components_json(self) -> str:
+        return self._p("attribution", "variance_components.json")
+
+    @property
     def claims_dir(self) -> str:
         return self._p("claims")
 

@@ -152,7 +152,7 @@ class StudyWorkflow:
 
     def final_outputs(self) -> list[str]:
         L = self.layout
-        out = [L.grid, L.samples, L.cells, L.shares, L.report_md, L.report_html]
+        out = [L.grid, L.samples, L.cells, L.shares, L.variance_components, L.report_md, L.report_html]
         if self.design is not None:
             out += [L.design_shares, L.predicted_cells, L.holdout]
         if self.has_claims:
@@ -169,6 +169,7 @@ class StudyWorkflow:
     def report_inputs(self) -> dict:
         L = self.layout
         out = {"cells": L.cells, "samples": L.samples, "shares": L.shares, "details": L.shares_json,
+               "components": L.variance_components_json,
                "grid": L.grid, "manifests": self.manifests,
                "models": [L.prepared_model(p) for p in self.prepared]}
         if self.has_claims:
@@ -185,7 +186,7 @@ class StudyWorkflow:
         """The Snakemake benchmark files of the jobs the report's run-time table shows."""
         L = self.layout
         out = [L.benchmark(rule, p) for rule in ("prepare_model", "generate") for p in self.prepared]
-        out += [L.benchmark(rule) for rule in ("grid", "score", "attribute")]
+        out += [L.benchmark(rule) for rule in ("grid", "score", "attribute", "gstudy")]
         if self.has_claims:
             out += [L.benchmark("claims_check"), L.benchmark("claims_map")]
         if self.has_pitfalls:

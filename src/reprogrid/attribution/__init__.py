@@ -16,12 +16,23 @@ one row per effect (each factor, each two-way interaction ``A:B``, and ``residua
   sums to 1. On a balanced grid it equals Owen's Shapley effect.
 - ``sobol_total`` (factor rows): v(all) - v(all but j), the share in any effect involving j
   (residual row: 1 - v(all)).
-- ``ci_low``, ``ci_high``: a percentile bootstrap interval for ``shapley``. Items (the ``item``
+- ``ci_low``, ``ci_high``: a percentile bootstrap interval for ``shapley`` (the resampling spread of the
+  estimate; it sits above the population share by the noise: use ``adj_ci_*`` for the population). Items (the ``item``
   column(s); every row is its own item without them) are resampled jointly across all cells, within strata
   of items that are exchangeable (same set of levels of every factor whose levels do not share items).
 - ``noise_floor`` (factor rows): the 95th percentile of the Shapley share the factor gets when its
   labels are permuted (within items where items are crossed with it, between items otherwise, always
-  within the cells of the other factors): what a factor with no effect gets at this sample size.
+  within the cells of the other factors): what a factor with no effect gets at this sample size. It is
+  the k-th smallest of the B permuted shares, k = ceil(0.95 (B + 1)), so that a factor with no effect
+  clears it (``above_noise``) at most 5% of the time. Items nested in the factor (seen at one of its
+  levels) are relabelled as whole items, so that an item's effect moves with all its cells.
+- ``shapley_adj`` (factor and residual rows): the Shapley share with the sampling noise of the cell means
+  removed (an R^2 counts that noise as effect, more so with few items per cell): ``shapley`` minus the
+  bootstrap estimate of the noise, U/(U-H) (mean of the replicates - shapley), U items in H strata. It
+  estimates the *population* share: the same cells measured on infinitely many items from the same
+  generator. ``adj_ci_low``, ``adj_ci_high``: ``shapley_adj`` -/+ z times the bootstrap standard error, an
+  interval for that population share (coverage measured in benchmarks/RESULTS-attribution.md).
+  ``sobol_total_adj``: the same correction of ``sobol_total``. All four need ``bootstrap`` > 0.
 
 Everything is computed from cell-level sufficient statistics (per cell, and per (cell, item) for the
 bootstrap and the permutations): no replicate refits anything from the raw rows.

@@ -13,7 +13,7 @@ import pandas as pd
 from reprogrid.attribution.anova import Anova
 from reprogrid.attribution.noise import DEFAULT_NOISE_PERMUTATIONS, NOISE_QUANTILE, noise_floor
 from reprogrid.attribution.prepare import COLUMNS, RESIDUAL, Data, as_list, check_int, prepare
-from reprogrid.attribution.resample import bootstrap_shares
+from reprogrid.attribution.resample import bootstrap_shares, calibrated
 from reprogrid.attribution.subsets import Subsets
 from reprogrid.errors import UserError
 from reprogrid.io import to_jsonable
@@ -22,6 +22,18 @@ from reprogrid.io import to_jsonable
 ALIASED = ("factors that are relabellings of each other (each level of one goes with exactly one level of the "
            "other in the data) cannot be told apart: they are decomposed as one factor, named A+B, whose share is "
            "what they explain together; 'aliased' lists them")
+
+
+CALIBRATED = {
+    "population": ("the same protocol cells (and cell weights) measured on infinitely many items from the same "
+                   "generator: the share v(S) takes with the population cell means and within-cell variance"),
+    "estimator": ("shapley_adj = shapley - U/(U-H) * (mean of the bootstrap replicates - shapley): the sampling "
+                  "noise of the cell means, which an R^2 counts as effect, is removed (U items, H strata); "
+                  "sobol_total_adj likewise"),
+    "ci": ("adj_ci_low/adj_ci_high: shapley_adj -/+ z * bootstrap standard error; meant to cover the population "
+           "share at the nominal level. ci_low/ci_high (percentile interval of the replicates) describe the "
+           "estimate's resampling spread and sit above the population share by the noise"),
+}
 
 
 @dataclass
@@ -98,9 +110,18 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     ci_low, ci_high = np.full(k + 1, np.nan), np.full(k + 1, np.nan)
     boot_info: dict[str, Any] = {"replicates": bootstrap, "ci": ci}
     bshap = None
+    st = subsets.sobol_total(v)[0]
+    adj = {c: np.full(k + 1, np.nan) for c in ("shapley_adj", "adj_ci_low", "adj_ci_high", "sobol_total_adj")}
     if bootstrap > 0:
-        ci_low, ci_high, info, bshap = bootstrap_shares(data, subsets, family, bootstrap, ci, boot_seq, items, shap)
+        ci_low, ci_high, info, bshap, bsobol = bootstrap_shares(data, subsets, family, bootstrap, ci, boot_seq,
+                                                                items, shap)
         boot_info.update(info)
+        est = np.append(shap, 1.0 - v[0, subsets.full])
+        adj["shapley_adj"], adj["adj_ci_low"], adj["adj_ci_high"], se = calibrated(
+            est, bshap, data.n_units, info["n_strata"], ci)
+        adj["sobol_total_adj"] = calibrated(np.append(st, est[-1]), bsobol, data.n_units, info["n_strata"], ci)[0]
+        boot_info["calibrated"] = {"interval": "normal", "se": dict(zip([*factors, RESIDUAL], se.tolist())),
+                                   **CALIBRATED}
     noise = np.full(k, np.nan)
     noise_info: dict[str, Any] = {"permutations": permutations, "quantile": NOISE_QUANTILE}
     if permutations > 0:
@@ -108,7 +129,7 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
         noise_info.update(info)
 
     v_all = float(v[0, subsets.full])
-    table = _table(factors, anova, shap, subsets.sobol_total(v)[0], v_all, ci_low, ci_high, noise)
+    table = _table(factors, anova, shap, st, v_all, ci_low, ci_high, noise, adj)
     details = _details(data, family, response, items, anova, bootstrap, v_all)
     details["first_order"] = dict(zip(factors, [float(v[0, 1 << j]) for j in range(k)]))
     details.update({"bootstrap": boot_info, "noise_floor": noise_info, "seed": seed})
@@ -122,7 +143,7 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     return AttributionResult(table=table, details=details, replicates=replicates)
 
 
-def _table(factors, anova, shap, st, v_all, ci_low, ci_high, noise) -> pd.DataFrame:
+def _table(factors, anova, shap, st, v_all, ci_low, ci_high, noise, adj) -> pd.DataFrame:
     k = len(factors)
     total_ss, ms_e = anova["total_ss"], anova["scale"]
     rows = []
@@ -135,6 +156,9 @@ def _table(factors, anova, shap, st, v_all, ci_low, ci_high, noise) -> pd.DataFr
                  "shapley": 1.0 - v_all, "sobol_total": 1.0 - v_all,
                  "ci_low": ci_low[k], "ci_high": ci_high[k], "noise_floor": np.nan})
     table = pd.DataFrame(rows, columns=COLUMNS)
+    at = list(range(k)) + [len(rows) - 1]  # factor rows and the residual row
+    for c, values in adj.items():
+        table.loc[at, c] = values
     for c in COLUMNS[1:]:
         table[c] = table[c].astype(np.float64)
     return table

@@ -53,9 +53,12 @@ class Permuter:
         keep = ends - starts > 1
         self.segments = list(zip(starts[keep].tolist(), ends[keep].tolist()))
         self.n_pooled = len(pooled)
+        self.units = _NestedUnits.build(data, j, pooled, p_stratum, cell_stratum)
         self.kind = ("within items" if self.crossed and not self.segments else
                      "between units" if self.segments and not self.crossed else
                      "mixed" if self.crossed else "none (no two entries to exchange)")
+        if self.units is not None:
+            self.kind += " (whole units)"
 
     def aggregate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Cell counts and sums after one random relabelling."""
@@ -74,7 +77,11 @@ class Permuter:
             new = new.ravel()
             n += np.bincount(new, weights=bn.ravel(), minlength=C)
             s += np.bincount(new, weights=bs.ravel(), minlength=C)
-        if self.n_pooled:
+        if self.units is not None:
+            cells = self.units.relabel(rng)
+            n += np.bincount(cells, weights=self.p_n, minlength=C)
+            s += np.bincount(cells, weights=self.p_s, minlength=C)
+        elif self.n_pooled:
             if self.p_unit_rows:  # one row per entry: the counts stay, only the values move
                 vals = self.p_s.copy()
                 for a, b in self.segments:
@@ -91,11 +98,64 @@ class Permuter:
 
 
 
+class _NestedUnits:
+    """Units (items) nested in factor j and seen in several cells of the other factors: their labels
+    are permuted as whole units (one permutation of units, among units seen in the same cells of the
+    other factors, applied to all their entries), so that an item's effect stays shared by its cells.
+    Shuffling their entries cell by cell instead would break that sharing and let a null factor
+    through far too often (measured: 33% instead of 5% with 40 items nested in a null factor)."""
+
+    @classmethod
+    def build(cls, data: Data, j: int, pooled: np.ndarray, p_stratum: np.ndarray, cell_stratum: np.ndarray):
+        if not len(pooled):
+            return None
+        unit = data.e_unit[pooled]
+        if len(np.unique(unit)) == len(unit):
+            return None  # every unit in one cell of the other factors: entry shuffles are unit shuffles
+        lev = data.cell_codes[data.e_cell[pooled], j]
+        uu, u_idx = np.unique(unit, return_inverse=True)
+        lo = np.full(len(uu), np.iinfo(np.int64).max)
+        hi = np.full(len(uu), -1)
+        np.minimum.at(lo, u_idx, lev)
+        np.maximum.at(hi, u_idx, lev)
+        if np.any(lo != hi):
+            return None  # a unit at several levels in different cells: keep the entry shuffle
+        order = np.lexsort((p_stratum, u_idx))
+        sig = pd.Series(p_stratum[order].astype(str)).groupby(u_idx[order]).agg(",".join)
+        self = cls()
+        self.group = pd.factorize(sig.to_numpy())[0].astype(np.int64)
+        self.by_group = np.argsort(self.group, kind="stable")
+        self.level_u = lo
+        self.u_idx = u_idx
+        self.stratum = p_stratum
+        L = int(data.n_levels[j])
+        self.cell_of = np.full((int(cell_stratum.max()) + 1, L), -1, dtype=np.int64)
+        self.cell_of[cell_stratum, data.cell_codes[:, j]] = np.arange(len(cell_stratum))
+        return self
+
+    def relabel(self, rng: np.random.Generator) -> np.ndarray:
+        """The cell of every pooled entry after one permutation of the units' levels."""
+        perm = np.empty(len(self.group), dtype=np.int64)
+        perm[self.by_group] = np.lexsort((rng.random(len(self.group)), self.group))
+        return self.cell_of[self.stratum, self.level_u[perm][self.u_idx]]
+
+
 NOISE_QUANTILE = 0.95
 DEFAULT_NOISE_PERMUTATIONS = 100
 METHOD = ("restricted permutation of the factor's labels within the cells of the other factors "
           "(within items where items are crossed with the factor, between items otherwise); "
-          "noise_floor = the quantile of the permuted factor's Shapley share")
+          "noise_floor = the k-th smallest of the B permuted Shapley shares, k = ceil(quantile * (B + 1)) "
+          "(the largest when k > B), so that a factor without effect clears it with probability at most "
+          "1 - quantile (the observed share and the B permuted ones are exchangeable under the null)")
+
+
+def rank_floor(null: np.ndarray, quantile: float = NOISE_QUANTILE) -> float:
+    """The k-th smallest of the null values, k = ceil(quantile * (B + 1)) (capped at B): an exact level
+    1 - quantile test of 'share > floor' when the observed share and the B null values are exchangeable
+    (an interpolated quantile lets a null factor through more often: 5.9% instead of 5% at B = 100)."""
+    B = len(null)
+    k = min(int(np.ceil(quantile * (B + 1) - 1e-9)), B)
+    return float(np.sort(null)[k - 1])
 
 
 def noise_floor(data: Data, subsets, family: str, permutations: int, seq: np.random.SeedSequence,
@@ -116,7 +176,7 @@ def noise_floor(data: Data, subsets, family: str, permutations: int, seq: np.ran
             pn[r], ps[r] = perm.aggregate(rng)
         pv = subsets.v(pn, ps, np.full(permutations, extra_total), family)
         null = pv @ subsets.W[:, j]
-        noise[j] = float(np.quantile(null, NOISE_QUANTILE))
+        noise[j] = rank_floor(null)
         exceed = int(np.sum(null >= shap[j] - 1e-12))
         per_factor[f] = {
             "noise_floor": noise[j],

@@ -13,7 +13,8 @@ from scipy.special import xlogy
 from reprogrid.errors import UserError
 
 FAMILIES = ("gaussian", "binomial")
-COLUMNS = ["effect", "eta2", "omega2", "shapley", "sobol_total", "ci_low", "ci_high", "noise_floor"]
+COLUMNS = ["effect", "eta2", "omega2", "shapley", "sobol_total", "ci_low", "ci_high", "noise_floor",
+           "shapley_adj", "adj_ci_low", "adj_ci_high", "sobol_total_adj"]
 RESIDUAL = "residual"
 CSV_NAME = "variance_shares.csv"
 JSON_NAME = "variance_shares.json"

@@ -51,7 +51,8 @@ def bootstrap_shares(data: Data, subsets, family: str, bootstrap: int, ci: float
                      items: list[str], shap: np.ndarray):
     """Percentile intervals of the Shapley shares (residual last) over ``bootstrap`` item resamples.
 
-    Returns ``(ci_low, ci_high, info, replicates)``; ``replicates`` is (bootstrap, k + 1)."""
+    Returns ``(ci_low, ci_high, info, replicates, sobol_replicates)``; both replicate arrays are
+    (bootstrap, k + 1), residual last."""
     factors = data.factors
     strata, nested, not_stratified = unit_strata(data)
     rng = np.random.Generator(np.random.PCG64(seq))
@@ -68,6 +69,7 @@ def bootstrap_shares(data: Data, subsets, family: str, bootstrap: int, ci: float
         bx[r] = float(np.dot(w, e_x))
     bv = subsets.v(bn, bs, bx, family)
     bshap = np.column_stack([subsets.shapley(bv), 1.0 - bv[:, subsets.full]])
+    bsobol = np.column_stack([subsets.sobol_total(bv), 1.0 - bv[:, subsets.full]])
     alpha = (1 - ci) / 2
     ci_low = np.nanquantile(bshap, alpha, axis=0)
     ci_high = np.nanquantile(bshap, 1 - alpha, axis=0)
@@ -86,4 +88,23 @@ def bootstrap_shares(data: Data, subsets, family: str, bootstrap: int, ci: float
         "shapley_se": {f: float(np.nanstd(bshap[:, j], ddof=1)) for j, f in enumerate(factors)},
         "shapley_bias": {f: float(np.nanmean(bshap[:, j]) - shap[j]) for j, f in enumerate(factors)},
     }
-    return ci_low, ci_high, info, bshap
+    return ci_low, ci_high, info, bshap, bsobol
+
+
+def calibrated(estimate: np.ndarray, replicates: np.ndarray, n_units: int, n_strata: int, ci: float):
+    """Bias-corrected estimate of the population value and its normal interval from bootstrap replicates.
+
+    For a share built from v(S), the noise of the cell means adds a positive quadratic term (an R^2
+    counts sampling noise as effect); the item bootstrap adds the same term again on top of the
+    estimate, so mean(replicates) - estimate estimates it ((U - H) / U of it for U units in H strata,
+    the plug-in variance). Estimate: ``estimate - U / (U - H) * (mean(replicates) - estimate)``;
+    interval: that estimate -/+ z_{(1+ci)/2} * sd(replicates). Returns (adjusted, low, high, se)."""
+    from scipy.stats import norm
+
+    with np.errstate(invalid="ignore"):
+        factor = n_units / (n_units - n_strata) if n_units > n_strata else 1.0
+        bias = np.nanmean(replicates, axis=0) - estimate
+        adj = estimate - factor * bias
+        se = np.nanstd(replicates, axis=0, ddof=1)
+    z = float(norm.ppf((1 + ci) / 2))
+    return adj, adj - z * se, adj + z * se, se

@@ -189,7 +189,7 @@ def pairwise(low: Claim, high: Claim, lo_reads: list, hi_reads: list, lo_p: Prof
     contrib = sorted(summ["contributions"], key=lambda r: -abs(r["contribution"] or 0))
     return {"available": True, "low_levels": lo_lv, "high_levels": hi_lv, "low_value": summ["low_value"],
             "high_value": summ["high_value"], "gap": summ["gap"], "gap_ci": summ["gap_ci"],
-            "contributions": contrib, "largest": contrib[0]["factor"] if contrib else None,
+            "gap_test": summ["gap_test"], "contributions": contrib, "largest": contrib[0]["factor"] if contrib else None,
             "averaged_over": summ["averaged_over"]}
 
 

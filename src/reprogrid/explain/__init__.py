@@ -36,10 +36,14 @@ dict of factor -> level per missing grid cell) and no contributions. The CLI the
 Invalid input (unknown column, bad level syntax, non-numeric response) exits 2 with one ``error:`` line.
 
 Outputs on success: ``DIR/contributions.csv`` (``factor, contribution, ci_low, ci_high, low_level,
-high_level``) and ``DIR/summary.json`` (low/high values with intervals, gap, held and averaged factors).
+high_level``, and with ``--item`` the paired test of each contribution: ``n_pairs, se, p_value, test, mde``)
+and ``DIR/summary.json`` (low/high values with intervals, gap and its paired test ``gap_test``, held and
+averaged factors). The tests (module ``paired``): exact McNemar for a 0/1 comparison of two cells, a paired
+sign-flip permutation test otherwise, standard errors clustered by task, minimum detectable effect at 80%
+power.
 
 Modules: ``path`` (input checks, the factors of the path and its cells), ``core`` (the decomposition,
-its intervals and its result).
+its intervals and its result), ``paired`` (paired, task-clustered tests of contributions and gap).
 """
 
 from reprogrid.explain.core import MAX_DIFFERING, ExplainResult, explain, parse_levels, shapley_matrix

@@ -12,6 +12,7 @@ import pandas as pd
 
 from reprogrid.catalogue import level_text
 from reprogrid.errors import UserError
+from reprogrid.explain.paired import TEST_COLUMNS, contrast_tests
 from reprogrid.explain.path import MAX_DIFFERING, ExplainPath, check_input, usable_rows
 from reprogrid.io import to_jsonable
 from reprogrid.stats import ITEM_SEP, item_bootstrap_means, percentile_interval
@@ -80,6 +81,7 @@ class ExplainResult:
     bootstrap: int = 0
     seed: int = 0
     level: float = 0.95
+    gap_test: dict[str, Any] = field(default_factory=dict)  # the paired test of high - low (see explain.paired)
 
     @property
     def complete(self) -> bool:
@@ -109,10 +111,13 @@ class ExplainResult:
             "path_values": {k: f(v) for k, v in self.path_values.items()},
             "contributions": [
                 {"factor": r.factor, "contribution": f(r.contribution), "ci_low": f(r.ci_low),
-                 "ci_high": f(r.ci_high), "low_level": to_jsonable(r.low_level), "high_level": to_jsonable(r.high_level)}
+                 "ci_high": f(r.ci_high), "low_level": to_jsonable(r.low_level), "high_level": to_jsonable(r.high_level),
+                 **{c: (getattr(r, c) if c == "test" else f(getattr(r, c))) for c in TEST_COLUMNS
+                    if c in self.contributions.columns}}
                 for r in self.contributions.itertuples()
             ],
             "missing_cells": [{k: to_jsonable(v) for k, v in c.items()} for c in self.missing_cells],
+            "gap_test": {k: (f(v) if k != "test" else v) for k, v in self.gap_test.items()},
             "n_items": self.n_items, "left_out": dict(self.left_out), "bootstrap": self.bootstrap, "seed": self.seed, "level": self.level,
         }
 
@@ -143,17 +148,34 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
         return result
     cell_index = {key: j for j, key in enumerate(cells)}
     gidx = path.group_keys().map(cell_index).to_numpy()
-    cell_means, reps, result.n_items = _cell_values(path.data, gidx, len(cells), item, bootstrap, seed)
+    cell_means, reps, result.n_items, mat, tasks = _cell_values(path.data, gidx, len(cells), item, bootstrap, seed)
     _decompose(result, path, cell_means, reps, level)
+    if mat is not None:
+        _paired_tests(result, path, mat, tasks, seed)
     return result
 
+
+def _paired_tests(result: ExplainResult, path: ExplainPath, mat: np.ndarray, tasks, seed: int) -> None:
+    """Paired, task-clustered test of every contribution and of the gap (columns :data:`TEST_COLUMNS`)."""
+    k, n_combo = len(path.differing), len(path.combos)
+    W = shapley_matrix(k)
+    A = np.repeat(W, n_combo, axis=1) / n_combo  # cells are mask-major, combination-minor
+    gap = np.zeros((1, A.shape[1]))
+    gap[0, :n_combo], gap[0, -n_combo:] = -1.0 / n_combo, 1.0 / n_combo
+    tests = contrast_tests(mat, np.vstack([A, gap]) if k else gap, tasks, seed)
+    result.gap_test = tests.iloc[-1].to_dict()
+    if k:
+        for c in TEST_COLUMNS:
+            result.contributions[c] = tests[c].to_numpy()[:k]
+
 def _cell_values(data: pd.DataFrame, gidx: np.ndarray, n_cells: int, item: str | None, bootstrap: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-    """Mean response of every path cell; with ``item``, the item-bootstrap replicates and the item count."""
+                 seed: int):
+    """Mean response of every path cell; with ``item``, the item-bootstrap replicates, the item count, the
+    cells x items matrix and the task of every item (None without a task column)."""
     if item is None:
         sums = np.bincount(gidx, weights=data["_resp"].to_numpy(float), minlength=n_cells)
         counts = np.bincount(gidx, minlength=n_cells)
-        return sums / counts, None, None
+        return sums / counts, None, None, None, None
     by_task = "task" in data.columns and item != "task"
     ikey = (data["task"].astype(str) + ITEM_SEP if by_task else "") + data[item].astype(str)
     codes, uniq_items = pd.factorize(ikey, sort=True)
@@ -165,7 +187,7 @@ def _cell_values(data: pd.DataFrame, gidx: np.ndarray, n_cells: int, item: str |
         mat = np.where(mat_cnt > 0, mat_sum / np.where(mat_cnt > 0, mat_cnt, 1), np.nan)
     groups = np.array([k.split(ITEM_SEP, 1)[0] for k in uniq_items]) if by_task else None
     reps = item_bootstrap_means(mat, bootstrap, seed, groups=groups) if bootstrap > 0 else None
-    return np.nanmean(mat, axis=1), reps, int(len(uniq_items))
+    return np.nanmean(mat, axis=1), reps, int(len(uniq_items)), mat, groups
 
 
 def _decompose(result: ExplainResult, path: ExplainPath, cell_means: np.ndarray, reps: np.ndarray | None,

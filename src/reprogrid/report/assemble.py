@@ -11,6 +11,7 @@ from reprogrid.report.caveats import caveats_section
 from reprogrid.report.claims_section import claims_section
 from reprogrid.report.design_section import design_section
 from reprogrid.report.inputs import Inputs
+from reprogrid.report.noise_section import noise_section
 from reprogrid.report.pitfalls_section import pitfalls_section
 from reprogrid.report.research_section import research_section
 from reprogrid.report.provenance_section import provenance_section
@@ -32,6 +33,7 @@ class Sections:
     specdec: dict | None
     pitfalls: dict | None
     research: dict | None
+    noise: dict | None
     caveats: dict
     prov: dict
     design: dict | None = None
@@ -49,5 +51,5 @@ def assemble(inp: Inputs, n_boot: int) -> Sections:
     return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=head,
                     main_effects=main_effects(sc), context=by_context(sc), claims=claims_section(inp),
                     specdec=specdec_section(inp), pitfalls=pitfalls, research=research_section(inp, sc, head, pitfalls),
-                    caveats=caveats_section(inp, sc, attr), prov=provenance_section(inp, attr, n_boot),
-                    design=design_section(inp))
+                    noise=noise_section(inp), caveats=caveats_section(inp, sc, attr),
+                    prov=provenance_section(inp, attr, n_boot), design=design_section(inp))

@@ -38,6 +38,7 @@ class Inputs:
     disparity: dict | None = None
     pitfalls: dict | None = None
     design: dict | None = None  # reprogrid estimate's design_shares.json (fractional and adaptive designs)
+    components: dict | None = None
     manifests: dict[str, dict] = field(default_factory=dict)
     generations: dict[str, dict] = field(default_factory=dict)  # gid -> provenance
     models: dict[str, dict] = field(default_factory=dict)  # prepared key -> provenance
@@ -63,6 +64,9 @@ def load_inputs(cfg, results: str | Path) -> Inputs:
         _pitfalls(inp, L)
     if (cfg.raw.get("design") or {}).get("type", "full") != "full":
         _design(inp, L)
+    if Path(L.variance_components_json).is_file():
+        inp.components = _read_json(L.variance_components_json)
+        _checksum(inp, L, L.variance_components_json)
     _generations(inp, L)
     _models(inp, L)
     _benchmarks(inp, L)

@@ -84,7 +84,7 @@ def template_context(sec: Sections, figs: dict, n_boot: int) -> dict:
     return {
         "study": sec.study, "attr": sec.attr, "head": sec.head, "main_effects": me_rows, "ctx_rows": ctx_rows,
         "ctx_groups": [g for g in CONTEXT_GROUPS if ctx is not None and g in ctx.columns],
-        "ctx_varies": sec.context_varies, "claims": sec.claims, "specdec": sec.specdec, "pitfalls": sec.pitfalls, "research": sec.research,
+        "ctx_varies": sec.context_varies, "claims": sec.claims, "specdec": sec.specdec, "pitfalls": sec.pitfalls, "research": sec.research, "noise": sec.noise,
         "design": sec.design,
         "caveats": sec.caveats, "prov": sec.prov, "figures": figs, "notes": sec.inp.notes, "level": "95%",
         "n_boot": n_boot, "generated_at": _generated_at(), "config_name": Path(sec.inp.cfg.path).name,
