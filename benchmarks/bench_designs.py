@@ -148,7 +148,7 @@ def replicate(tmp: Path, name: str, sc: dict, rep: int) -> dict:
     et["factor"] = et["effect"].str.split(" = ").str[0]
     et = et.set_index("factor")
     full_sh = {f: ft.loc[f, "shapley"] for f in factors}
-    est_sh = {f: et.loc[f, "shapley"] for f in factors}
+    est_sh = {f: et.loc[f, "shapley_adj"] for f in factors}  # bias-corrected (the noise floor is for it)
     truth = dict(zip(factors, true_shares(cells_full, factors, mu, sc)))
     pred = est.predicted[est.predicted["status"] == "predicted"]
     key = pred[factors].astype(str).agg("|".join, axis=1)

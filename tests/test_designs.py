@@ -189,8 +189,11 @@ def test_estimate_recovers_the_full_grid_from_a_resolution_vi_half():
         assert abs(got.loc[f, "shapley"] - ref.loc[f, "shapley"]) < 0.01
         assert got.loc[f, "ci_low"] <= got.loc[f, "shapley"] <= got.loc[f, "ci_high"]
     assert got.loc["f0", "shapley"] > got.loc["f1", "shapley"] > got.loc["f2", "shapley"] > got.loc["f3", "shapley"]
+    for f in names:
+        assert abs(got.loc[f, "shapley_adj"] - ref.loc[f, "shapley"]) < 0.01
+        assert got.loc[f, "adj_ci_low"] <= got.loc[f, "shapley_adj"] <= got.loc[f, "adj_ci_high"]
     for f in ("f0", "f1", "f2", "f3"):
-        assert got.loc[f, "shapley"] > got.loc[f, "noise_floor"]
+        assert got.loc[f, "shapley_adj"] > got.loc[f, "noise_floor"]
     pred = res.predicted
     assert len(pred) == 64 and (pred["status"] == "predicted").sum() == 32 and pred["estimable"].all()
     codes = pred[names].to_numpy().astype(int)

@@ -9,13 +9,16 @@ the predicted means as cell means, the cell size of the runs and the measured wi
   run, over the total; one row per factor and per estimable two-way interaction. An aliased effect is named
   with the effects it is aliased with (``a:b = c:d``), never split; its share is carried by the first
   (main effects first, then two-way interactions by degrees of freedom, in factor order).
-- ``shapley``, ``sobol_total``: as in ``attribute``, on the predicted full grid, bias-corrected: noise in the
-  fitted coefficients adds spread to the predicted grid, so every v(S) is reduced by its mean increase over
-  draws of the coefficients (the parametric bootstrap's bias correction, 2 v - mean(v*); none without draws).
+- ``shapley``, ``sobol_total``: as in ``attribute``, on the predicted full grid (plug-in).
 - ``ci_low``, ``ci_high``: percentile interval of ``shapley`` over draws of the coefficients from their
-  estimated sampling distribution (a parametric bootstrap), shifted by the same correction.
-- ``noise_floor``: the 95th percentile of the share the factor gets when every coefficient of a term that
-  involves it is drawn around zero with the estimated covariance: what a factor with no effect gets here.
+  estimated sampling distribution (a parametric bootstrap).
+- ``shapley_adj``, ``sobol_total_adj``: the same, bias-corrected: noise in the fitted coefficients adds
+  spread to the predicted grid, so every v(S) is reduced by its mean increase over the draws (the bootstrap
+  bias correction, 2 v - mean(v*)); an estimate of the population share, as ``attribute``'s ``shapley_adj``.
+  ``adj_ci_low``, ``adj_ci_high``: the percentile interval shifted by the same correction. All need draws.
+- ``noise_floor``: the 95th percentile of the (bias-corrected, with draws) share the factor gets when every
+  coefficient of a term that involves it is drawn around zero with the estimated covariance: what a factor
+  with no effect gets here; compare ``shapley_adj`` with it.
 
 ``predicted``: one row per cell of the full grid: measured mean and size where run, predicted mean with a
 confidence interval for the cell's true mean, ``status`` (measured / predicted) and ``estimable`` (whether
@@ -97,22 +100,12 @@ def _estimate(df, response, factors, family, draws, seed, ci, noise_draws, folds
     n_bar = float(data.cell_n.mean())
     subsets = Subsets(full)
     shares = _Shares(subsets, family, n_bar, extra_row, len(full))
-    v = shares.v(fit.means(X_full, fit.beta))
     boot_seq, null_seq = np.random.SeedSequence(seed).spawn(2)
-    lo, hi = np.full(k + 1, np.nan), np.full(k + 1, np.nan)
-    bias = np.zeros_like(v)
-    if draws > 0:  # estimation noise in the coefficients adds spread to the predicted grid: remove its mean
-        vb = shares.v(fit.means(X_full, fit.draws(np.random.default_rng(boot_seq), draws)))
-        bias = np.nanmean(vb, axis=0, keepdims=True) - v
-        vb = vb - 2 * bias
-        sb = np.column_stack([subsets.shapley(vb), 1.0 - vb[:, subsets.full]])
-        lo, hi = np.nanquantile(sb, (1 - ci) / 2, axis=0), np.nanquantile(sb, (1 + ci) / 2, axis=0)
-    v = v - bias
-    shap, st = subsets.shapley(v)[0], subsets.sobol_total(v)[0]
-    shares.bias = bias
-    noise = _noise(fit, X_full, shares, subsets, noise_draws, np.random.default_rng(null_seq))
+    per, v = _share_columns(fit, X_full, shares, subsets, draws, ci, np.random.default_rng(boot_seq))
+    per["noise_floor"] = np.append(_noise(fit, X_full, shares, subsets, noise_draws,
+                                          np.random.default_rng(null_seq)), np.nan)
     anova = _type2(data, family, fit)
-    table = _table(fit, anova, shap, st, float(v[0, subsets.full]), lo, hi, noise)
+    table = _table(fit, anova, per)
     predicted = _predicted(data, fit, full, mean, ci)
     ho, ho_summary = holdout(data.cell_codes, data.n_levels, factors, data.cell_n, mean, family, within_var,
                              folds, seed, ci)
@@ -122,6 +115,34 @@ def _estimate(df, response, factors, family, draws, seed, ci, noise_draws, folds
     unrun = predicted[predicted["status"] == "predicted"]
     details["predicted"] = {"cells": int(len(unrun)), "estimable": int(unrun["estimable"].sum())}
     return EstimateResult(table, predicted, ho.drop(columns=["cell"]), details)
+
+
+def _share_columns(fit: CellFit, X_full, shares, subsets: Subsets, draws: int, ci: float, rng):
+    """Per factor (and, last, the residual): the share columns of the table; and v(S) of the fitted grid."""
+    v = shares.v(fit.means(X_full, fit.beta))
+    k1 = subsets.k + 1
+
+    def cols(vv):
+        return np.column_stack([subsets.shapley(vv), 1.0 - vv[:, subsets.full]]), \
+            np.column_stack([subsets.sobol_total(vv), 1.0 - vv[:, subsets.full]])
+
+    shap, st = cols(v)
+    nan = np.full(k1, np.nan)
+    per = {"shapley": shap[0], "sobol_total": st[0], "ci_low": nan, "ci_high": nan, "shapley_adj": nan,
+           "adj_ci_low": nan, "adj_ci_high": nan, "sobol_total_adj": nan}
+    if draws > 0:  # coefficient noise adds spread to the predicted grid: the draws measure it and take it out
+        vb = shares.v(fit.means(X_full, fit.draws(rng, draws)))
+        bias = np.nanmean(vb, axis=0, keepdims=True) - v
+        shares.bias = bias
+        q = ((1 - ci) / 2, (1 + ci) / 2)
+        sb = cols(vb)[0]
+        sb_adj = cols(vb - 2 * bias)[0]
+        shap_adj, st_adj = cols(v - bias)
+        per.update(ci_low=np.nanquantile(sb, q[0], axis=0), ci_high=np.nanquantile(sb, q[1], axis=0),
+                   shapley_adj=shap_adj[0], sobol_total_adj=st_adj[0],
+                   adj_ci_low=np.nanquantile(sb_adj, q[0], axis=0), adj_ci_high=np.nanquantile(sb_adj, q[1], axis=0))
+        v = v - bias
+    return per, v
 
 
 class _Shares:
@@ -184,7 +205,11 @@ def _type2(data: Data, family: str, fit: CellFit) -> dict[str, Any]:
             "ms_error": ms_e}
 
 
-def _table(fit: CellFit, anova, shap, st, v_all, lo, hi, noise) -> pd.DataFrame:
+SHARE_COLUMNS = ("shapley", "sobol_total", "ci_low", "ci_high", "noise_floor", "shapley_adj", "adj_ci_low",
+                 "adj_ci_high", "sobol_total_adj")
+
+
+def _table(fit: CellFit, anova, per: dict) -> pd.DataFrame:
     names = fit.names
     groups = {g[0]: g for g in chains(fit.aliased)}
     total, ms_e = anova["total"], anova["ms_error"]
@@ -197,16 +222,12 @@ def _table(fit: CellFit, anova, shap, st, v_all, lo, hi, noise) -> pd.DataFrame:
         omega2 = (ss - df_t * ms_e) / (total + ms_e) if np.isfinite(ss) and np.isfinite(ms_e) else np.nan
         j = t[0] if len(t) == 1 else None
         rows.append({"effect": label, "eta2": eta2, "omega2": omega2,
-                     "shapley": shap[j] if j is not None else np.nan,
-                     "sobol_total": st[j] if j is not None else np.nan,
-                     "ci_low": lo[j] if j is not None else np.nan, "ci_high": hi[j] if j is not None else np.nan,
-                     "noise_floor": noise[j] if j is not None else np.nan})
+                     **{c: per[c][j] if j is not None else np.nan for c in SHARE_COLUMNS}})
     for j, f in enumerate(names):  # a factor whose main effect the runs cannot estimate still gets its shares
         if not any(t == (j,) for t, _ in fit.columns):
-            rows.append({"effect": f, "eta2": np.nan, "omega2": np.nan, "shapley": shap[j], "sobol_total": st[j],
-                         "ci_low": lo[j], "ci_high": hi[j], "noise_floor": noise[j]})
-    rows.append({"effect": RESIDUAL, "eta2": anova["residual"] / total, "omega2": np.nan, "shapley": 1.0 - v_all,
-                 "sobol_total": 1.0 - v_all, "ci_low": lo[-1], "ci_high": hi[-1], "noise_floor": np.nan})
+            rows.append({"effect": f, "eta2": np.nan, "omega2": np.nan, **{c: per[c][j] for c in SHARE_COLUMNS}})
+    rows.append({"effect": RESIDUAL, "eta2": anova["residual"] / total, "omega2": np.nan,
+                 **{c: per[c][-1] for c in SHARE_COLUMNS}})
     table = pd.DataFrame(rows, columns=COLUMNS)
     for c in COLUMNS[1:]:
         table[c] = table[c].astype(np.float64)
@@ -239,8 +260,8 @@ def _details(data, fit: CellFit, family, response, anova, draws, noise_draws, ci
             "model": ("main effects and the two-way interactions the cells run can estimate, fitted on cell means: "
                       + ("statsmodels WLS, weights = cell sizes" if family == "gaussian" else
                          "statsmodels GLM, binomial family, variance weights = cell sizes, Pearson dispersion")),
-            "shapley": "Shapley value of each factor under v(S) on the predicted full grid (as attribute), v(S) "
-                       "bias-corrected by the coefficient draws (2 v - mean v*)",
+            "shapley": "Shapley value of each factor under v(S) on the predicted full grid (as attribute); "
+                       "shapley_adj: v(S) bias-corrected by the coefficient draws (2 v - mean v*)",
             "eta2": "type-II SS of the fitted terms on the cells run / total SS",
             "interval": f"percentile interval over {draws} draws of the coefficients (parametric bootstrap)",
             "noise_floor": f"{NOISE_QUANTILE:.0%} quantile of the share with the factor's coefficients drawn "

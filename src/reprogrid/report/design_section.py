@@ -15,9 +15,9 @@ def design_section(inp: Inputs) -> dict | None:
     if js is None:
         return None
     factors = set(js.get("factors", []))
-    rows = [{"effect": e["effect"], "share": Est(e["shapley"], e.get("ci_low"), e.get("ci_high")),
+    rows = [{"effect": e["effect"], "share": _share(e),
              "noise_floor": f"{e['noise_floor']:.3f}" if _finite(e.get("noise_floor")) else "n/a",
-             "clears": _finite(e.get("noise_floor")) and e["shapley"] > e["noise_floor"]}
+             "clears": _finite(e.get("noise_floor")) and _share(e).value > e["noise_floor"]}
             for e in js.get("effects", []) if e["effect"].split(" = ")[0] in factors and _finite(e.get("shapley"))]
     rows.sort(key=lambda r: -r["share"].value)
     ho = js.get("holdout", {})
@@ -30,6 +30,13 @@ def design_section(inp: Inputs) -> dict | None:
             "partly": sorted(js.get("partly_estimable_not_fitted", {})), "holdout": holdout,
             "predicted": pred.get("cells", 0), "predicted_estimable": pred.get("estimable", 0),
             "model": js.get("method", {}).get("model", "")}
+
+
+def _share(e: dict) -> Est:
+    """The bias-corrected share with its interval where the estimate drew coefficients, else the plug-in."""
+    if _finite(e.get("shapley_adj")):
+        return Est(e["shapley_adj"], e.get("adj_ci_low"), e.get("adj_ci_high"))
+    return Est(e["shapley"], e.get("ci_low"), e.get("ci_high"))
 
 
 def _finite(x) -> bool:
