@@ -190,8 +190,8 @@ def test_inputs_are_read_from_the_layout(rendered):
 
     L = Layout(rendered["results"])
     inp = load_inputs(rendered["cfg"], rendered["results"])
-    tables = [L.cells, L.samples, L.shares, L.shares_json, L.findings, L.verdicts, L.claim_cells, L.published,
-              L.specdec_table]
+    tables = [L.cells, L.samples, L.shares, L.shares_json, L.variance_components_json, L.findings, L.verdicts,
+              L.claim_cells, L.published, L.specdec_table]
     assert set(inp.checksums) == {L.rel(p) for p in tables}
     assert inp.verdicts is not None and inp.disparity is not None and inp.grid is not None
     assert sorted(inp.manifests) == sorted(p.name[: -len(".manifest.json")]
