@@ -83,7 +83,7 @@ def q2(v: dict) -> list[dict]:
     rows, others = [], []
     for e in v.get("explanations") or []:
         c = e.get("claim", {})
-        if c.get("id") not in pair and c.get("id") not in found and e.get("status") == "undetermined":
+        if c.get("id") not in pair and c.get("id") not in found and e.get("status") not in ("matched", "unmatched"):
             others.append((c.get("verification") or {}).get("status") or "unverified")
             continue
         ver = c.get("verification") or {}
