@@ -115,7 +115,9 @@ def test_analysis_stages_run_from_the_analysis_env_alone(tmp_path):
         assert r.returncode == 0, f"reprogrid {' '.join(map(str, args))}:\n{r.stderr[-3000:]}"
         return r
 
-    # grid from the real tiny config, claims check on the real registry
+    # grid from the real tiny config (its claims files are relative to the study's directory), claims check on
+    # the real registry
+    (tmp_path / "configs").symlink_to(REPO / "configs")
     rg("grid", "--config", REPO / "tests" / "configs" / "tiny.yaml", "--out", tmp_path / "cells.tsv")
     assert (tmp_path / "cells.tsv").read_text().count("\n") > 1
     check = subprocess.run([str(py), "-m", "reprogrid", "claims", "check",
