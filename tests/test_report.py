@@ -275,6 +275,7 @@ def test_errors_are_user_errors(tmp_path, capsys):
 # snakemake --report on the finished synthetic run
 
 
+@pytest.mark.workflow  # runs snakemake
 @pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent)) is None,
                     reason="snakemake is not installed in this environment")
 def test_snakemake_report_zip(tmp_path):
