@@ -61,12 +61,10 @@ def load_inputs(cfg, results: str | Path) -> Inputs:
     if cfg.raw.get("specdec") or Path(L.specdec_dir).is_dir():
         _specdec(inp, L)
     if cfg.raw.get("pitfalls"):
-        _pitfalls(inp, L)
+        inp.pitfalls = _optional_json(inp, L, L.pitfalls_json, "pitfalls", "the pitfalls step did not run")
     if (cfg.raw.get("design") or {}).get("type", "full") != "full":
-        _design(inp, L)
-    if Path(L.variance_components_json).is_file():
-        inp.components = _read_json(L.variance_components_json)
-        _checksum(inp, L, L.variance_components_json)
+        inp.design = _optional_json(inp, L, L.design_shares_json, "design", "the estimate step did not run")
+    inp.components = _optional_json(inp, L, L.variance_components_json)
     _generations(inp, L)
     _models(inp, L)
     _benchmarks(inp, L)
@@ -139,20 +137,14 @@ def _claims(inp: Inputs, L: Layout) -> None:
         _checksum(inp, L, L.published)
 
 
-def _pitfalls(inp: Inputs, L: Layout) -> None:
-    if Path(L.pitfalls_json).is_file():
-        inp.pitfalls = _read_json(L.pitfalls_json)
-        _checksum(inp, L, L.pitfalls_json)
-    else:
-        inp.note("pitfalls", f"{L.rel(L.pitfalls_json)} is missing: the pitfalls step did not run")
-
-
-def _design(inp: Inputs, L: Layout) -> None:
-    if Path(L.design_shares_json).is_file():
-        inp.design = _read_json(L.design_shares_json)
-        _checksum(inp, L, L.design_shares_json)
-    else:
-        inp.note("design", f"{L.rel(L.design_shares_json)} is missing: the estimate step did not run")
+def _optional_json(inp: Inputs, L: Layout, path: str, section: str | None = None, why: str = "") -> Any:
+    """An optional JSON input, checksummed when present; when absent, None and (with a section) a note."""
+    if Path(path).is_file():
+        _checksum(inp, L, path)
+        return _read_json(path)
+    if section:
+        inp.note(section, f"{L.rel(path)} is missing: {why}")
+    return None
 
 
 def _specdec(inp: Inputs, L: Layout) -> None:
