@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from reprogrid.attribution import (COLUMNS, CSV_NAME, DEFAULT_NOISE_PERMUTATIONS, FAMILIES, JSON_NAME,
                                    AttributionResult, attribute, check_int, varying_factors)
+from reprogrid.commands.args import column_list, number
 from reprogrid.errors import UserError
 from reprogrid.io import read_table, write_csv, write_json
 
 HELP = "variance shares of a response over factors, with intervals"
-
-
-def _split_list(text: str | None, name: str) -> list[str]:
-    if text is None:
-        return []
-    parts = [p.strip() for p in str(text).split(",")]
-    if not text.strip() or any(not p for p in parts):
-        raise UserError(f"expected a comma-separated list of column names, got {text!r}", field=name)
-    if len(set(parts)) != len(parts):
-        raise UserError(f"a column is listed twice in {text!r}", field=name)
-    return parts
 
 
 def add_arguments(parser: object) -> None:
@@ -49,16 +38,16 @@ def add_arguments(parser: object) -> None:
 
 
 def run(args) -> int:
-    factors = _split_list(args.factors, "--factors")
+    factors = column_list(args.factors, "--factors")
     if not factors:
         raise UserError("expected at least one factor column", field="--factors")
-    items = _split_list(args.item, "--item") if args.item is not None else []
+    items = column_list(args.item, "--item")
     family = str(args.family)
     if family not in FAMILIES:
         raise UserError(f"unknown family {family!r}; expected one of: {', '.join(FAMILIES)}", field="--family")
-    bootstrap = check_int(_num(args.bootstrap), "--bootstrap", 0)
-    seed = check_int(_num(args.seed), "--seed", 0)
-    perms = check_int(_num(args.noise_permutations), "--noise-permutations", 0)
+    bootstrap = check_int(number(args.bootstrap), "--bootstrap", 0)
+    seed = check_int(number(args.seed), "--seed", 0)
+    perms = check_int(number(args.noise_permutations), "--noise-permutations", 0)
     try:
         ci = float(args.ci)
     except ValueError:
@@ -120,12 +109,3 @@ def write_degenerate(out: Path, reason: str, response: str, factors: list[str], 
     write_csv(table, out / CSV_NAME)
     write_json(out / JSON_NAME, {"degenerate": reason, "response": response, "factors": factors,
                                  "n_rows": n_rows, "effects": []})
-
-
-def _num(text: Any) -> Any:
-    if isinstance(text, str):
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    return text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reprogrid.attribution import FAMILIES, check_int, varying_factors
 from reprogrid.attribution.incomplete import CSV_NAME, HOLDOUT_NAME, JSON_NAME, PREDICTED_NAME, estimate
-from reprogrid.commands.attribute import _num, _split_list
+from reprogrid.commands.args import column_list, number
 from reprogrid.errors import UserError
 from reprogrid.io import read_table, write_csv, write_json
 
@@ -32,15 +32,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    factors = _split_list(args.factors, "--factors")
+    factors = column_list(args.factors, "--factors")
     if not factors:
         raise UserError("expected at least one factor column", field="--factors")
     if args.family not in FAMILIES:
         raise UserError(f"unknown family {args.family!r}; expected one of: {', '.join(FAMILIES)}", field="--family")
-    draws = check_int(_num(args.draws), "--draws", 0)
-    noise = check_int(_num(args.noise_draws), "--noise-draws", 0)
-    folds = check_int(_num(args.folds), "--folds", 2)
-    seed = check_int(_num(args.seed), "--seed", 0)
+    draws = check_int(number(args.draws), "--draws", 0)
+    noise = check_int(number(args.noise_draws), "--noise-draws", 0)
+    folds = check_int(number(args.folds), "--folds", 2)
+    seed = check_int(number(args.seed), "--seed", 0)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory", field="--out")

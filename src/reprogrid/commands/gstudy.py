@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reprogrid.commands.args import column_list, positive
 from reprogrid.errors import UserError
 from reprogrid.dstudy import generalizability
 from reprogrid.gstudy import CSV_NAME, JSON_NAME
@@ -14,27 +15,6 @@ from reprogrid.io import read_table, write_csv, write_json
 HELP = "variance components (items, tasks, seeds vs protocol), G coefficient and design advice"
 DEFAULT_RANDOM = "task,data_seed"
 DEFAULT_NEST = "context_length,tokenizer"
-
-
-def _list(text: str | None, name: str) -> list[str]:
-    if text is None or not str(text).strip():
-        return []
-    parts = [p.strip() for p in str(text).split(",")]
-    if any(not p for p in parts) or len(set(parts)) != len(parts):
-        raise UserError(f"expected a comma-separated list of distinct column names, got {text!r}", field=name)
-    return parts
-
-
-def _positive(text: str | None, name: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        x = float(text)
-    except ValueError:
-        x = float("nan")
-    if not x > 0:
-        raise UserError(f"expected a positive number, got {text!r}", field=name)
-    return x
 
 
 def add_arguments(parser: object) -> None:
@@ -60,15 +40,15 @@ def add_arguments(parser: object) -> None:
 
 
 def run(args) -> int:
-    item = _list(args.item, "--item")
-    factors = _list(args.factors, "--factors")
-    random = _list(args.random, "--random")
-    nest = _list(args.nest, "--nest")
-    level = _positive(args.ci, "--ci")
+    item = column_list(args.item, "--item")
+    factors = column_list(args.factors, "--factors")
+    random = column_list(args.random, "--random")
+    nest = column_list(args.nest, "--nest")
+    level = positive(args.ci, "--ci")
     if level >= 1:
         raise UserError(f"expected a number in (0, 1), got {args.ci!r}", field="--ci")
-    halfwidth = _positive(args.halfwidth, "--halfwidth")
-    difference = _positive(args.difference, "--difference")
+    halfwidth = positive(args.halfwidth, "--halfwidth")
+    difference = positive(args.difference, "--difference")
     where = f"INPUT {args.input}"
     df = read_table(args.input, None, what="INPUT", text_columns=factors)
     if args.random == DEFAULT_RANDOM:
