@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli, write_config
 from reprogrid.errors import UserError
-from reprogrid.pitfalls import Setting, check_reference, measure, single_mistake_answer
+from reprogrid.pitfalls import Setting, best_to_worst, check_reference, measure, path_answer, single_mistake_answer
 
 LISTED = ["answer_prefix", "template_family", "metric"]
 
@@ -55,6 +55,40 @@ def test_a_real_mistake_is_an_effect_and_a_null_factor_is_noise():
     assert res["worst"]["mistakes"].get("answer_prefix") == "dropped"
     assert ap["from_best_cell"] and ap["drop"] == pytest.approx(ap["from_best"] - res["best"]["score"])
     assert "answer_prefix=dropped" in single_mistake_answer(res)
+
+
+def test_path_from_best_to_worst_puts_the_gap_on_the_real_mistake():
+    """Only the dropped prefix changes scores: the Shapley path gives it the whole gap, the rest zero."""
+    samples, cells = synthetic(seed=4)
+    res = measure(samples, cells, LISTED, Setting({"answer_prefix": "kept", "template_family": "own"}, 300, 2))
+    path = best_to_worst(samples, cells, res, 300, 2)
+    assert path["complete"] and path["from"] == res["best"]["cell_id"] and path["to"] == res["worst"]["cell_id"]
+    contrib = {c["factor"]: c for c in path["contributions"]}
+    assert "answer_prefix" in contrib
+    gap = res["worst"]["score"] - res["best"]["score"]
+    assert path["gap"] == pytest.approx(gap) and gap < -0.5
+    assert sum(c["contribution"] for c in contrib.values()) == pytest.approx(gap)
+    assert contrib["answer_prefix"]["contribution"] == pytest.approx(gap)
+    assert contrib["answer_prefix"]["ci_high"] < 0 and contrib["answer_prefix"]["p_value"] < 0.05
+    for f, c in contrib.items():
+        if f != "answer_prefix":
+            assert c["contribution"] == pytest.approx(0.0, abs=1e-12)
+    assert "answer_prefix kept -> dropped" in path_answer(path)
+
+
+def test_path_names_the_cells_a_one_mistake_design_did_not_run():
+    samples, cells = synthetic(seed=5)
+    # drop the cell with both mistakes, as a one-mistake-at-a-time design does
+    both = cells[(cells["answer_prefix"] == "dropped") & (cells["template_family"] == "llama2")]["cell_id"]
+    cells = cells[~cells["cell_id"].isin(both)]
+    samples = samples[~samples["cell_id"].isin(both)]
+    # make the worst cell carry a metric change as well, so the path crosses a run cell and an unrun one
+    res = measure(samples, cells, LISTED, Setting({"answer_prefix": "kept", "template_family": "own"}, 100, 2))
+    res["worst"]["levels"] = {**res["worst"]["levels"], "template_family": "llama2"}
+    path = best_to_worst(samples, cells, res, 100, 2)
+    assert not path["complete"] and path["missing_cells"]
+    assert all(c["answer_prefix"] == "dropped" and c["template_family"] == "llama2" for c in path["missing_cells"])
+    assert "did not run" in path_answer(path)
 
 
 def test_paired_difference_is_tighter_than_the_unpaired_spread():

@@ -138,6 +138,11 @@ def test_research_questions_answered_from_the_evidence(tiny_run):
     assert "not traceable to the cited source" in q1
     pitfalls = json.loads((R / "pitfalls/pitfalls.json").read_text())
     assert pitfalls["answer"] in q1 and pitfalls["rows"][0]["factor"] == "chat_template"
+    # the path from the best reference cell to the worst: Shapley contributions that add up to the gap
+    path = pitfalls["path"]
+    assert pitfalls["path_answer"] in md and path["from"] == pitfalls["best"]["cell_id"]
+    if path["complete"] and path["differing"]:
+        assert sum(c["contribution"] for c in path["contributions"]) == pytest.approx(path["gap"], abs=1e-9)
     pbs = next(line for line in q2.splitlines() if "pbs_attn_qwen25_7b_instruct_1m_ruler_95p7" in line)
     assert "most likely another report's number misattributed" in pbs and "not found in its cited source" in pbs
     assert pbs.index("not traceable") < pbs.index("possible misattribution") < pbs.index("Grid:")

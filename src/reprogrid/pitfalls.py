@@ -9,7 +9,11 @@ e.g. ``{answer_prefix: kept, template_family: own, max_gen_toks: 0}``. From the 
   mistake made on the best protocol), its score and the paired difference to ``b``;
 * **marginal**: over every reference cell whose ``F = l`` twin exists (all other factors equal), the paired
   difference of the two equal-weight means: the mistake's average effect across the rest of the grid;
-* the **worst cell** of the grid, and which mistakes it carries.
+* the **worst cell** of the grid, and which mistakes it carries;
+* the **path** from the best reference cell to the worst cell: :func:`reprogrid.explain.explain` splits the
+  gap between them into exact Shapley contributions of the factors on which they differ (pitfall factors,
+  context length, metric...), each with its item-bootstrap interval and paired test; cells the design did not
+  run on that path are named instead.
 
 Every interval is the item bootstrap of :class:`reprogrid.stats.ItemBootstrap` (items resampled jointly
 across cells within task strata, so differences are paired on shared items). The population an interval
@@ -30,7 +34,9 @@ import pandas as pd
 
 from reprogrid.catalogue import level_text
 from reprogrid.errors import UserError
-from reprogrid.stats import LEVEL, Estimate, ItemBootstrap, item_scores, paired_permutation_p
+from reprogrid.explain import explain
+from reprogrid.stats import (ITEM_SEP, LEVEL, Estimate, ItemBootstrap, fraction_scores, item_scores,
+                             paired_permutation_p)
 
 COLUMNS = ["factor", "level", "reference", "n_pairs", "n_items", "marginal", "marginal_low", "marginal_high", "p_value",
            "from_best_cell", "from_best", "from_best_low", "from_best_high", "drop", "drop_low", "drop_high",
@@ -155,3 +161,45 @@ def single_mistake_answer(result: dict) -> str:
     return (f"From the best reference cell ({best['score'] * 100:.1f}), the single mistake that costs most is "
             f"{r['factor']}={r['level']} (reference {r['reference']}): {r['from_best'] * 100:.1f}, a change of "
             f"{r['drop'] * 100:+.1f} points{ci}.")
+
+
+def best_to_worst(samples: pd.DataFrame, cells: pd.DataFrame, result: dict, n_boot: int, seed: int) -> dict:
+    """The Shapley path from the best reference cell to the worst cell (``explain`` on the samples table).
+
+    Levels are those of the two cells; the response is the per-sample score on the 0-1 scale, items are
+    (task, item_id), so every contribution is paired on shared items. Returns ``explain``'s summary (its
+    ``low`` is the best cell, its ``high`` the worst) with the two cell ids.
+    """
+    best, worst = result["best"], result["worst"]
+    differing = [f for f in best["levels"] if best["levels"][f] != worst["levels"].get(f)]
+    out = {"from": best["cell_id"], "to": worst["cell_id"]}
+    if not differing:
+        return {**out, "differing": [], "complete": True, "contributions": [], "missing_cells": [], "gap": 0.0}
+    cols = list(best["levels"])
+    ok = cells[cells["status"].astype(str) == "ok"]
+    df = samples.drop(columns=[c for c in cols if c in samples.columns]).merge(
+        ok[["cell_id", *cols]], on="cell_id", how="inner")
+    task = df["task"].astype(str) if "task" in df.columns else "all"
+    df = df.assign(_y=fraction_scores(df), _item=task + ITEM_SEP + df["item_id"].astype(str))
+    df = df[np.isfinite(df["_y"].to_numpy(float))]
+    res = explain(df, "_y", {c: best["levels"][c] for c in cols}, {c: worst["levels"][c] for c in cols},
+                  item="_item", bootstrap=n_boot, seed=seed, factors=cols, level=LEVEL)
+    return {**out, **res.summary()}
+
+
+def path_answer(path: dict) -> str:
+    """One sentence: how the gap from the best reference cell to the worst cell splits over the factors."""
+    if not path.get("differing"):
+        return "The best reference cell is also the worst cell: no path to explain."
+    if not path.get("complete"):
+        return (f"The path from the best reference cell to the worst cell crosses {len(path['missing_cells'])} "
+                f"cell(s) the design did not run; add them under `include:` to split the gap.")
+    parts = []
+    for c in sorted(path["contributions"], key=lambda c: c["contribution"]):
+        ci = (f" [{c['ci_low'] * 100:+.1f}, {c['ci_high'] * 100:+.1f}]"
+              if c.get("ci_low") is not None and c.get("ci_high") is not None else "")
+        parts.append(f"{c['factor']} {level_text(c['low_level'])} -> {level_text(c['high_level'])}: "
+                     f"{c['contribution'] * 100:+.1f}{ci}")
+    return (f"From the best reference cell ({path['low_value'] * 100:.1f}) to the worst cell "
+            f"({path['high_value'] * 100:.1f}), {path['gap'] * 100:+.1f} points split (Shapley, paired on items) as: "
+            + "; ".join(parts) + ".")

@@ -9,7 +9,7 @@ import pandas as pd
 from reprogrid.catalogue import section_defaults
 from reprogrid.errors import UserError
 from reprogrid.io import read_table, write_csv, write_json
-from reprogrid.pitfalls import COLUMNS, Setting, measure, single_mistake_answer
+from reprogrid.pitfalls import COLUMNS, Setting, best_to_worst, measure, path_answer, single_mistake_answer
 from reprogrid.stats import LEVEL
 from reprogrid.study import load_study
 
@@ -34,6 +34,7 @@ def run(args) -> int:
     cells = read_table(args.cells, what="cells")
     res = measure(samples, cells, list(cfg.listed), setting)
     answer = single_mistake_answer(res)
+    path = best_to_worst(samples, cells, res, setting.n_boot, setting.seed)
     out = Path(args.out)
     write_csv(pd.DataFrame(res["rows"], columns=COLUMNS), out / "pitfalls.csv", float_format="%.10g")
     write_json(out / "pitfalls.json", {
@@ -41,8 +42,9 @@ def run(args) -> int:
         "interval": "item bootstrap (items resampled jointly across cells within task strata; paired "
                     "differences); population: the same cells on infinitely many items from the same generators",
         "scale": "fraction (0-1)", "best": res["best"], "worst": res["worst"], "rows": res["rows"],
-        "answer": answer})
+        "answer": answer, "path": path, "path_answer": path_answer(path)})
     print(answer)
+    print(path_answer(path))
     for r in res["rows"]:
         print(f"  {r['factor']}={r['level']} (vs {r['reference']}): marginal {r['marginal'] * 100:+.1f} points; "
               f"{r['verdict']}")
