@@ -57,20 +57,18 @@ def _group_means(ind, n: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 class _World:
     """Shares of one effect in the worlds base + lam * D, for the original data (row 0) and every
-    replicate (rows 1..R): share(lam) = (a + 2 b lam + c lam^2) / (x0 + x1 lam + x2 lam^2)."""
+    replicate (rows 1..R): share(lam) = (a + 2 b lam + c lam^2) / (x0 + x1 lam + x2 lam^2).
 
-    def __init__(self, subsets, Nn, Ss, X, base, D, weights):
-        delta0 = Ss[0] / Nn[0] - base  # shift of every cell in world 0 (the nuisance part only)
-        A0 = Ss - Nn * delta0
-        A1 = Nn * D
-        gn = subsets.group(Nn)
-        inv = np.where(gn > 0, 1.0 / np.where(gn > 0, gn, 1.0), 0.0)
-        G0, G1 = subsets.group(A0), subsets.group(A1)
+    ``G0``, ``G1``: the group sums (every subset's grouping) of the world-0 values and of ``Nn * D``;
+    ``inv``: 1 / group counts; ``delta0``: the shift of every cell in world 0."""
 
+    def __init__(self, subsets, inv, G0, G1, Nn, Ss, X, delta0, D, weights, c=None):
         def red(t):
             return np.add.reduceat(t, subsets.offsets, axis=1)
 
-        a, b, c = red(G0 * G0 * inv), red(G0 * G1 * inv), red(G1 * G1 * inv)
+        a, b = red(G0 * G0 * inv), red(G0 * G1 * inv)
+        c = red(G1 * G1 * inv) if c is None else c
+        self.c = c
         self.num = (a @ weights, b @ weights, c @ weights)
         # total SS of the world: sum of y'^2 - (sum y')^2 / N with y' = y - delta0 + lam * D per cell
         x0 = X - 2 * Ss @ delta0 + Nn @ delta0 ** 2
@@ -153,6 +151,9 @@ def inversion_intervals(subsets, cell_codes: np.ndarray, n: np.ndarray, s: np.nd
     if len(bn) < 2:
         return low, high
     bgrand = bs.sum(axis=1, keepdims=True) / bn.sum(axis=1, keepdims=True)
+    gN = subsets.group(Nn)
+    inv = np.where(gN > 0, 1.0 / np.where(gN > 0, gN, 1.0), 0.0)
+    gS = subsets.group(Ss)
     for j in range(k + 1):
         if j < k:
             others = [cell_codes[:, i] for i in range(k) if i != j]
@@ -170,8 +171,13 @@ def inversion_intervals(subsets, cell_codes: np.ndarray, n: np.ndarray, s: np.nd
             weights[0], weights[subsets.full] = 1.0, -1.0  # 1 - v(all) = 1 + (btw_0 - btw_all) / SST
             sign = -1.0
         bounds = []
+        gD = subsets.group(Nn * D)  # world-0 values: Ss - Nn * delta0, delta0 = D + (1 - scale)(nuis - grand)
+        gU = subsets.group(Nn * (nuis - grand)) if j < k else 0.0
+        c = None
         for scale in scales:
-            world = _World(subsets, Nn, Ss, X, grand + scale * (nuis - grand), D, weights)
+            delta0 = D + (1 - scale) * (nuis - grand)
+            world = _World(subsets, inv, gS - gD - (1 - scale) * gU, gD, Nn, Ss, X, delta0, D, weights, c)
+            c = world.c
             if j == k:
                 world.num = (world.num[0] + world.den[0], world.num[1] + world.den[1] / 2,
                              world.num[2] + world.den[2])
