@@ -92,3 +92,19 @@ def test_attribute_reports_the_interval_and_its_population():
     binom = attribute(grid(5).assign(y=lambda d: (d.y > 0).astype(float)), "y", ["A", "B"], item="item",
                       family="binomial", bootstrap=40, seed=2, noise_floor_permutations=0)
     assert binom.details["bootstrap"]["calibrated"]["interval"].startswith("normal")
+
+
+def test_too_large_a_design_keeps_the_normal_interval_and_says_so(monkeypatch):
+    from reprogrid.attribution import core
+
+    df = grid(6)
+    full = attribute(df, "y", ["A", "B"], item="item", bootstrap=40, seed=1, noise_floor_permutations=0)
+    monkeypatch.setattr(core, "MAX_INVERSION_WORK", 10)
+    small = attribute(df, "y", ["A", "B"], item="item", bootstrap=40, seed=1, noise_floor_permutations=0)
+    cal = small.details["bootstrap"]["calibrated"]
+    assert cal["interval"].startswith("normal") and "test inversion skipped" in cal["interval"]
+    t, f = small.table.set_index("effect"), full.table.set_index("effect")
+    z = 1.959963984540054
+    se = cal["se"]["A"]
+    assert t.loc["A", "adj_ci_high"] == pytest.approx(t.loc["A", "shapley_adj"] + z * se, rel=1e-9)
+    assert t.loc["A", "shapley_adj"] == f.loc["A", "shapley_adj"]  # the estimate does not depend on the interval

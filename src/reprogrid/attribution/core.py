@@ -25,6 +25,8 @@ ALIASED = ("factors that are relabellings of each other (each level of one goes 
            "what they explain together; 'aliased' lists them")
 
 
+MAX_INVERSION_WORK = 5e9  # beyond this (e.g. 14 factors with thousands of cells) the normal interval is kept
+
 CALIBRATED = {
     "population": ("the same protocol cells (and cell weights) measured on infinitely many items from the same "
                    "generator: the share v(S) takes with the population cell means and within-cell variance"),
@@ -123,7 +125,11 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
             est, bshap, data.n_units, info["n_strata"], ci)
         adj["sobol_total_adj"] = calibrated(np.append(st, est[-1]), bsobol, data.n_units, info["n_strata"], ci)[0]
         interval = "normal (shapley_adj -/+ z x bootstrap standard error)"
-        if family == "gaussian":
+        # each factor's worlds pass over the (replicates x all subsets' groups) array about ten times
+        work = (bootstrap + 1) * subsets.G.shape[1] * (k + 1) * 10
+        if family == "gaussian" and work > MAX_INVERSION_WORK:
+            interval += f"; test inversion skipped: {work:.2g} operations > {MAX_INVERSION_WORK:.0e}"
+        elif family == "gaussian":
             adj["adj_ci_low"], adj["adj_ci_high"] = inversion_intervals(
                 subsets, data.cell_codes, data.cell_n, data.cell_s, float(extra_total), *sums, est, ci,
                 data.n_units, info["n_strata"])
