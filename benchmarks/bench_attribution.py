@@ -4,7 +4,8 @@
 (``task`` is one of the 3-level factors, 1000 items per task, every item crossed with the other six
 factors), 0/1 outcomes. Runs ``attribute`` with 200 bootstrap replicates and the default noise floor
 (100 permutations per factor), for the gaussian and the binomial family, then the whole CLI
-(Parquet in, two files out). Prints wall times and peak memory (ru_maxrss).
+(Parquet in, two files out). Prints wall and CPU times, the load average and peak memory (ru_maxrss).
+The gaussian runs include the test-inversion intervals of the population shares (issue #14).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attribution.py [--rows N] [--bootstrap B]
 """
@@ -53,10 +54,14 @@ def build(n_rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def timed(label: str, fn):
-    t = time.perf_counter()
+    """Wall time, CPU time of this process (user + system: what the step costs on an idle machine when it
+    runs single-threaded, as attribute does), the 1-minute load average before and after, peak RSS."""
+    load0 = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    dt = time.perf_counter() - t
-    print(f"{label:<52s} {dt:8.2f} s   peak RSS {peak_mb():8.0f} MB", flush=True)
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    print(f"{label:<52s} wall {dt:8.2f} s   cpu {dc:8.2f} s   load {load0:5.2f} -> {os.getloadavg()[0]:5.2f}   "
+          f"peak RSS {peak_mb():8.0f} MB", flush=True)
     return out, dt
 
 

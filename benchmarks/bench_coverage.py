@@ -12,7 +12,14 @@ cell weights). Each setting: R data sets, B bootstrap replicates each; reports, 
 share, the mean of ``shapley`` and ``shapley_adj``, and the coverage of the 95% intervals
 (``ci_low/ci_high`` and ``adj_ci_low/adj_ci_high``).
 
-    nice -n 10 python benchmarks/bench_coverage.py [--datasets R] [--bootstrap B] [--items 20,60,200]
+``adj_ci`` is the interval the JSON calls ``calibrated`` (for the gaussian family the test-inversion
+bootstrap interval of ``reprogrid.attribution.inversion``); the table also gives on which side it missed.
+
+Noise floor: the false-positive rate of the null factor D (share > floor), with its 95% Clopper-Pearson
+interval per setting and pooled; only D's permutations are run (``noise_floor(..., only=[D])``, the same
+code and random stream as ``attribute``).
+
+    nice -n 19 python benchmarks/bench_coverage.py [--datasets R] [--bootstrap B] [--items 20,60,200]
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from reprogrid.attribution import attribute
+from reprogrid.attribution.noise import noise_floor
+from reprogrid.attribution.prepare import prepare
 from reprogrid.attribution.subsets import Subsets
 
 LEVELS = (2, 2, 4)
@@ -95,8 +104,8 @@ def _redraw(rng, kind, df, cells, u):
 def coverage(kind: str, n_items: int, unbalanced: bool, R: int, B: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     truth = None
-    hit = {"pct": np.zeros(4), "adj": np.zeros(4)}
-    est = {"shapley": np.zeros(4), "adj": np.zeros(4)}
+    hit = {"pct": np.zeros(4), "adj": np.zeros(4), "above": np.zeros(4), "below": np.zeros(4)}
+    est = {"shapley": np.zeros(4), "adj": np.zeros(4), "width": np.zeros(4)}
     for r in range(R):
         df, present = simulate(rng, kind, n_items, unbalanced)
         if truth is None:
@@ -104,22 +113,42 @@ def coverage(kind: str, n_items: int, unbalanced: bool, R: int, B: int, seed: in
         res = attribute(df, "y", FACTORS, item="item", bootstrap=B, seed=r, noise_floor_permutations=0)
         t = res.table.set_index("effect").loc[FACTORS + ["residual"]]
         hit["pct"] += (t["ci_low"].to_numpy() <= truth) & (truth <= t["ci_high"].to_numpy())
+        lo, hi = t["adj_ci_low"].to_numpy(), t["adj_ci_high"].to_numpy()
+        hit["adj"] += (lo <= truth) & (truth <= hi)
+        hit["above"] += truth > hi
+        hit["below"] += truth < lo
         est["shapley"] += t["shapley"].to_numpy()
-        if "shapley_adj" in t.columns:
-            hit["adj"] += (t["adj_ci_low"].to_numpy() <= truth) & (truth <= t["adj_ci_high"].to_numpy())
-            est["adj"] += t["shapley_adj"].to_numpy()
-    return {"truth": truth, "pct": hit["pct"] / R, "adj": hit["adj"] / R,
-            "mean_shapley": est["shapley"] / R, "mean_adj": est["adj"] / R}
+        est["adj"] += t["shapley_adj"].to_numpy()
+        est["width"] += hi - lo
+    return {"truth": truth, **{k: v / R for k, v in hit.items()},
+            "mean_shapley": est["shapley"] / R, "mean_adj": est["adj"] / R, "width": est["width"] / R}
 
 
-def false_positives(kind: str, n_items: int, R: int, perms: int, seed: int, null: str = "crossed") -> float:
+def false_positives(kind: str, n_items: int, R: int, perms: int, seed: int, null: str = "crossed") -> int:
+    """How many of R null data sets put D above its noise floor."""
     rng = np.random.default_rng(seed)
     fp = 0
+    factors = FACTORS + ["D"]
     for r in range(R):
         df, _ = simulate(rng, kind, n_items, False, null_factor=null)
-        res = attribute(df, "y", FACTORS + ["D"], item="item", bootstrap=0, seed=r, noise_floor_permutations=perms)
-        fp += bool(res.details["noise_floor"]["factors"]["D"]["above_noise"])
-    return fp / R
+        data = prepare(df, "y", factors, ["item"], "gaussian")
+        sub = Subsets(data.cell_codes)
+        total = np.array([data.cell_q.sum()])
+        shap = sub.shapley(sub.v(data.cell_n, data.cell_s, total, "gaussian"))[0]
+        # the stream attribute() gives D: SeedSequence(seed).spawn(2)[1], then one child per factor
+        seq = np.random.SeedSequence(r).spawn(2)[1]
+        _, info = noise_floor(data, sub, "gaussian", perms, seq, float(total[0]), shap, only=[3])
+        fp += bool(info["factors"]["D"]["above_noise"])
+    return fp
+
+
+def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    a = (1 - level) / 2
+    lo = beta.ppf(a, x, n - x + 1) if x > 0 else 0.0
+    hi = beta.ppf(1 - a, x + 1, n - x) if x < n else 1.0
+    return float(lo), float(hi)
 
 
 def main() -> None:
@@ -130,29 +159,38 @@ def main() -> None:
     ap.add_argument("--kinds", default="gaussian,binary")
     ap.add_argument("--designs", default="balanced,unbalanced")
     ap.add_argument("--fp-datasets", type=int, default=0, help="data sets for the noise floor's false positives")
+    ap.add_argument("--fp-items", default=None, help="item counts for the false positives (default --items)")
     args = ap.parse_args()
+    items = [int(x) for x in args.items.split(",")]
     if args.datasets:
         print("| outcome | design | items | effect | population | mean shapley | mean shapley_adj | "
-              "coverage ci | coverage adj_ci |")
-        print("|---|---|---:|---|---:|---:|---:|---:|---:|")
-    for kind, design, n in itertools.product(args.kinds.split(","), args.designs.split(","),
-                                             [int(x) for x in args.items.split(",")]):
+              "coverage ci | coverage adj_ci | population above / below adj_ci | mean width adj_ci |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, design, n in itertools.product(args.kinds.split(","), args.designs.split(","), items):
         if not args.datasets:
             break
         t0 = time.time()
         c = coverage(kind, n, design == "unbalanced", args.datasets, args.bootstrap, seed=n)
         for j, f in enumerate(FACTORS + ["residual"]):
             print(f"| {kind} | {design} | {n} | {f} | {c['truth'][j]:.4f} | {c['mean_shapley'][j]:.4f} | "
-                  f"{c['mean_adj'][j]:.4f} | {c['pct'][j]:.3f} | {c['adj'][j]:.3f} |", flush=True)
+                  f"{c['mean_adj'][j]:.4f} | {c['pct'][j]:.3f} | {c['adj'][j]:.3f} | "
+                  f"{c['above'][j]:.3f} / {c['below'][j]:.3f} | {c['width'][j]:.4f} |", flush=True)
         print(f"<!-- {kind} {design} {n}: {args.datasets} data sets, {time.time() - t0:.0f} s -->", flush=True)
-    if args.fp_datasets:
-        print("\n| outcome | items | null factor D | false-positive rate of the noise floor | data sets |")
-        print("|---|---:|---|---:|---:|")
-    for kind, n, null in itertools.product(args.kinds.split(","), [int(x) for x in args.items.split(",")],
-                                           ("crossed", "nested")):
-        if args.fp_datasets:
-            fp = false_positives(kind, n, args.fp_datasets, 100, seed=1000 + n, null=null)
-            print(f"| {kind} | {n} | {null} with the items | {fp:.3f} | {args.fp_datasets} |", flush=True)
+    if not args.fp_datasets:
+        return
+    fp_items = [int(x) for x in (args.fp_items or args.items).split(",")]
+    print("\n| outcome | items | null factor D | false positives | data sets | rate | 95% CI of the rate |")
+    print("|---|---:|---|---:|---:|---:|---|")
+    total = hits = 0
+    for kind, n, null in itertools.product(args.kinds.split(","), fp_items, ("crossed", "nested")):
+        t0 = time.time()
+        fp = false_positives(kind, n, args.fp_datasets, 100, seed=1000 + n, null=null)
+        lo, hi = clopper_pearson(fp, args.fp_datasets)
+        total, hits = total + args.fp_datasets, hits + fp
+        print(f"| {kind} | {n} | {null} with the items | {fp} | {args.fp_datasets} | {fp / args.fp_datasets:.4f} | "
+              f"{lo:.4f}-{hi:.4f} |  <!-- {time.time() - t0:.0f} s -->", flush=True)
+    lo, hi = clopper_pearson(hits, total)
+    print(f"| all | | | {hits} | {total} | {hits / total:.4f} | {lo:.4f}-{hi:.4f} |")
 
 
 if __name__ == "__main__":

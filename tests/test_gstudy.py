@@ -194,3 +194,39 @@ def test_cli_writes_components_and_advice(tmp_path, capsys):
                "--factors", "template,quant,data_seed,context_length", "--out", str(out)])
     assert rc == 2
     assert f"error: INPUT {bad}: design: unbalanced design: 8 of 240" in capsys.readouterr().err
+
+
+def test_design_advice_sizes_equal_the_closed_form():
+    """Known answer of the sizing formula: for tasks > items(task) x protocol the error variance of a cell
+    score is (s2_task + s2_task:protocol) / T + (s2_item + s2_residual) / (T n), so the items per task for
+    half-width h are the smallest n with z^2 * that <= h^2; the tasks for a paired difference delta at 80%
+    power the smallest T with (z + z_0.8)^2 * 2 (s2_task:protocol / T + s2_residual / (T n)) <= delta^2."""
+    from scipy.stats import norm
+
+    df = nested(np.random.default_rng(11), T=10, n=8, sd=(0.3, 0.8, 0.2, 0.5))
+    d = G.build_design(df, "y", ["item_id"], ["task"], [], ["proto"])
+    tab = G.components(d)
+    comp = dict(zip(tab["component"], tab["component_value"]))
+    s_t, s_i, s_tq, s_e = (comp[c] for c in ("task", "task:item", "task:protocol",
+                                              "task:item:protocol (residual)"))
+    z, zp = norm.ppf(0.975), norm.ppf(0.975) + norm.ppf(0.8)
+    T, n = 10, 8
+    se_cell = np.sqrt((s_t + s_tq) / T + (s_i + s_e) / (T * n))
+    h = 0.9 * z * se_cell  # reachable with more items: the item part is large enough to shrink by 10%
+    assert z * np.sqrt((s_t + s_tq) / T) < h
+    delta = 2.0 * zp * np.sqrt(2 * (s_tq / T + s_e / (T * n))) / 3
+    adv = D.design_advice(d, tab, halfwidth=h, difference=delta)
+    items = adv["needed"]["items per (random facets, nest) group"]
+    expect_n = int(np.ceil((s_i + s_e) / T / ((h / z) ** 2 - (s_t + s_tq) / T)))
+    assert items["halfwidth"] == expect_n
+    assert z * np.sqrt((s_t + s_tq) / T + (s_i + s_e) / (T * expect_n)) <= h
+    assert z * np.sqrt((s_t + s_tq) / T + (s_i + s_e) / (T * (expect_n - 1))) > h
+    expect_t = int(np.ceil(2 * (s_tq + s_e / n) / (delta / zp) ** 2))
+    assert adv["needed"]["task"]["difference_same_nest"] == expect_t
+    assert adv["cell_score"]["se"] == pytest.approx(se_cell, rel=1e-12)
+    assert adv["minimum_detectable_effect"]["same_nest"] == pytest.approx(
+        zp * np.sqrt(2 * (s_tq / T + s_e / (T * n))), rel=1e-12)
+    # a half-width below what infinitely many items give (the task part alone) cannot be reached with items
+    low = 0.5 * z * np.sqrt((s_t + s_tq) / T)
+    assert D.design_advice(d, tab, halfwidth=low)["needed"]["items per (random facets, nest) group"][
+        "halfwidth"] is None

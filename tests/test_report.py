@@ -515,3 +515,29 @@ def test_research_answers_put_the_record_before_the_grid():
     assert rows["readme"]["best"] == "unexplained by this grid"
     # a claim outside the pair, without findings, that the grid cannot read is summed up, not listed
     assert "blog" not in rows and rows["1"]["verification"] == "1 secondary"
+
+
+
+def test_design_advice_follows_every_verdict_the_data_leave_open():
+    """Issue #14: the D-study advice is printed next to every verdict the data leave open: a runner-up whose
+    interval overlaps the top factor's, a top factor indistinguishable from noise; not next to settled ones."""
+    from reprogrid.report.fmt import Est
+    from reprogrid.report.sections import headline
+
+    advice = ["at 25 items per cell the smallest difference ... is 0.3",
+              "to tell apart two cells 0.15 apart at 80% power you need 180 items per cell"]
+    design = " Design: " + "; ".join(advice) + "."
+
+    def attr(*rows):
+        return {"rows": [{"effect": e, "share": Est(v, lo, hi, unit="%"), "above": above, "p_value": 0.01,
+                          "floor_txt": "2%"} for e, v, lo, hi, above in rows], "has_floor": True,
+                "permutations": 100}
+
+    open_ = headline(attr(("A", 0.30, 0.20, 0.40, True), ("B", 0.25, 0.15, 0.35, True)), advice)
+    assert open_["runner_txt"].endswith("is not settled." + design) and design not in open_["noise_txt"]
+    settled = headline(attr(("A", 0.50, 0.45, 0.55, True), ("B", 0.10, 0.05, 0.15, True)), advice)
+    assert "Design:" not in settled["runner_txt"] + settled["noise_txt"]
+    noise = headline(attr(("A", 0.05, 0.01, 0.09, False), ("B", 0.01, 0.00, 0.09, False)), advice)
+    assert noise["noise_txt"].endswith(design) and noise["runner_txt"].endswith(design)
+    plain = headline(attr(("A", 0.30, 0.20, 0.40, True), ("B", 0.25, 0.15, 0.35, True)))
+    assert "Design:" not in plain["runner_txt"]

@@ -30,15 +30,19 @@ one row per effect (each factor, each two-way interaction ``A:B``, and ``residua
   removed (an R^2 counts that noise as effect, more so with few items per cell): ``shapley`` minus the
   bootstrap estimate of the noise, U/(U-H) (mean of the replicates - shapley), U items in H strata. It
   estimates the *population* share: the same cells measured on infinitely many items from the same
-  generator. ``adj_ci_low``, ``adj_ci_high``: ``shapley_adj`` -/+ z times the bootstrap standard error, an
-  interval for that population share (coverage measured in benchmarks/RESULTS-attribution.md).
+  generator. ``adj_ci_low``, ``adj_ci_high``: an interval for that population share. Gaussian family: the
+  test-inversion bootstrap interval of :mod:`reprogrid.attribution.inversion` (the population shares of
+  the worlds, same items but the factor's part of the cell means scaled, in which the observed share is
+  not rejected; expanded levels for few items); binomial family: ``shapley_adj`` -/+ z times the bootstrap
+  standard error. Coverage measured in benchmarks/RESULTS-attribution.md (``bench_coverage.py``).
   ``sobol_total_adj``: the same correction of ``sobol_total``. All four need ``bootstrap`` > 0.
 
 Everything is computed from cell-level sufficient statistics (per cell, and per (cell, item) for the
 bootstrap and the permutations): no replicate refits anything from the raw rows.
 
 Modules: ``prepare`` (validation, sufficient statistics), ``subsets`` (v(S), Shapley, Sobol totals),
-``anova`` (type-II ANOVA), ``resample`` (item bootstrap), ``noise`` (permutation noise floor),
+``anova`` (type-II ANOVA), ``resample`` (item bootstrap), ``inversion`` (intervals of the population
+shares), ``noise`` (permutation noise floor),
 ``core`` (the engine and its result).
 """
 

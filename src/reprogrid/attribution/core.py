@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reprogrid.attribution.anova import Anova
+from reprogrid.attribution.inversion import METHOD as INVERSION, inversion_intervals
 from reprogrid.attribution.noise import DEFAULT_NOISE_PERMUTATIONS, NOISE_QUANTILE, noise_floor
 from reprogrid.attribution.prepare import COLUMNS, RESIDUAL, Data, as_list, check_int, prepare
 from reprogrid.attribution.resample import bootstrap_shares, calibrated
@@ -24,15 +25,18 @@ ALIASED = ("factors that are relabellings of each other (each level of one goes 
            "what they explain together; 'aliased' lists them")
 
 
+MAX_INVERSION_WORK = 5e9  # beyond this (e.g. 14 factors with thousands of cells) the normal interval is kept
+
 CALIBRATED = {
     "population": ("the same protocol cells (and cell weights) measured on infinitely many items from the same "
                    "generator: the share v(S) takes with the population cell means and within-cell variance"),
     "estimator": ("shapley_adj = shapley - U/(U-H) * (mean of the bootstrap replicates - shapley): the sampling "
                   "noise of the cell means, which an R^2 counts as effect, is removed (U items, H strata); "
                   "sobol_total_adj likewise"),
-    "ci": ("adj_ci_low/adj_ci_high: shapley_adj -/+ z * bootstrap standard error; meant to cover the population "
-           "share at the nominal level. ci_low/ci_high (percentile interval of the replicates) describe the "
-           "estimate's resampling spread and sit above the population share by the noise"),
+    "ci": ("adj_ci_low/adj_ci_high: an interval for the population share at the nominal level; gaussian family: "
+           "the test-inversion bootstrap interval ('interval'), binomial family: shapley_adj -/+ z * bootstrap "
+           "standard error. ci_low/ci_high (percentile interval of the replicates) describe the estimate's "
+           "resampling spread and sit above the population share by the noise"),
 }
 
 
@@ -113,14 +117,24 @@ def _attribute(df, response, factors, item, family, bootstrap, seed, ci, noise_f
     st = subsets.sobol_total(v)[0]
     adj = {c: np.full(k + 1, np.nan) for c in ("shapley_adj", "adj_ci_low", "adj_ci_high", "sobol_total_adj")}
     if bootstrap > 0:
-        ci_low, ci_high, info, bshap, bsobol = bootstrap_shares(data, subsets, family, bootstrap, ci, boot_seq,
-                                                                items, shap)
+        ci_low, ci_high, info, bshap, bsobol, sums = bootstrap_shares(data, subsets, family, bootstrap, ci,
+                                                                      boot_seq, items, shap)
         boot_info.update(info)
         est = np.append(shap, 1.0 - v[0, subsets.full])
         adj["shapley_adj"], adj["adj_ci_low"], adj["adj_ci_high"], se = calibrated(
             est, bshap, data.n_units, info["n_strata"], ci)
         adj["sobol_total_adj"] = calibrated(np.append(st, est[-1]), bsobol, data.n_units, info["n_strata"], ci)[0]
-        boot_info["calibrated"] = {"interval": "normal", "se": dict(zip([*factors, RESIDUAL], se.tolist())),
+        interval = "normal (shapley_adj -/+ z x bootstrap standard error)"
+        # each factor's worlds pass over the (replicates x all subsets' groups) array about ten times
+        work = (bootstrap + 1) * subsets.G.shape[1] * (k + 1) * 10
+        if family == "gaussian" and work > MAX_INVERSION_WORK:
+            interval += f"; test inversion skipped: {work:.2g} operations > {MAX_INVERSION_WORK:.0e}"
+        elif family == "gaussian":
+            adj["adj_ci_low"], adj["adj_ci_high"] = inversion_intervals(
+                subsets, data.cell_codes, data.cell_n, data.cell_s, float(extra_total), *sums, est, ci,
+                data.n_units, info["n_strata"])
+            interval = INVERSION
+        boot_info["calibrated"] = {"interval": interval, "se": dict(zip([*factors, RESIDUAL], se.tolist())),
                                    **CALIBRATED}
     noise = np.full(k, np.nan)
     noise_info: dict[str, Any] = {"permutations": permutations, "quantile": NOISE_QUANTILE}
@@ -155,13 +169,12 @@ def _table(factors, anova, shap, st, v_all, ci_low, ci_high, noise, adj) -> pd.D
     rows.append({"effect": RESIDUAL, "eta2": anova["residual_ss"] / total_ss, "omega2": np.nan,
                  "shapley": 1.0 - v_all, "sobol_total": 1.0 - v_all,
                  "ci_low": ci_low[k], "ci_high": ci_high[k], "noise_floor": np.nan})
-    table = pd.DataFrame(rows, columns=COLUMNS)
     at = list(range(k)) + [len(rows) - 1]  # factor rows and the residual row
     for c, values in adj.items():
-        table.loc[at, c] = values
-    for c in COLUMNS[1:]:
-        table[c] = table[c].astype(np.float64)
-    return table
+        for i, value in zip(at, values):
+            rows[i][c] = value
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.astype({c: np.float64 for c in COLUMNS[1:]})
 
 
 def _row(name, e, total, ms_e, shap, st, lo, hi, nf) -> dict[str, Any]:

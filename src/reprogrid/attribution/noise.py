@@ -159,15 +159,18 @@ def rank_floor(null: np.ndarray, quantile: float = NOISE_QUANTILE) -> float:
 
 
 def noise_floor(data: Data, subsets, family: str, permutations: int, seq: np.random.SeedSequence,
-                extra_total: float, shap: np.ndarray) -> tuple[np.ndarray, dict]:
+                extra_total: float, shap: np.ndarray, only: list[int] | None = None) -> tuple[np.ndarray, dict]:
     """The ``NOISE_QUANTILE`` of each factor's Shapley share under ``permutations`` relabellings,
-    and per factor: the floor, the null mean, a permutation p-value, whether the share clears it."""
+    and per factor: the floor, the null mean, a permutation p-value, whether the share clears it.
+    ``only``: the indices of the factors to do (default all; each factor keeps its own random stream)."""
     factors = data.factors
     k = len(factors)
     noise = np.full(k, np.nan)
     per_factor = {}
     C = len(data.cell_n)
     for j, (f, fseq) in enumerate(zip(factors, seq.spawn(k))):
+        if only is not None and j not in only:
+            continue
         rng = np.random.Generator(np.random.PCG64(fseq))
         perm = Permuter(data, j)
         pn = np.empty((permutations, C))

@@ -51,8 +51,8 @@ def bootstrap_shares(data: Data, subsets, family: str, bootstrap: int, ci: float
                      items: list[str], shap: np.ndarray):
     """Percentile intervals of the Shapley shares (residual last) over ``bootstrap`` item resamples.
 
-    Returns ``(ci_low, ci_high, info, replicates, sobol_replicates)``; both replicate arrays are
-    (bootstrap, k + 1), residual last."""
+    Returns ``(ci_low, ci_high, info, replicates, sobol_replicates, sums)``; both replicate arrays are
+    (bootstrap, k + 1), residual last; ``sums`` = (cell counts, cell sums, total) of every replicate."""
     factors = data.factors
     strata, nested, not_stratified = unit_strata(data)
     rng = np.random.Generator(np.random.PCG64(seq))
@@ -88,7 +88,7 @@ def bootstrap_shares(data: Data, subsets, family: str, bootstrap: int, ci: float
         "shapley_se": {f: float(np.nanstd(bshap[:, j], ddof=1)) for j, f in enumerate(factors)},
         "shapley_bias": {f: float(np.nanmean(bshap[:, j]) - shap[j]) for j, f in enumerate(factors)},
     }
-    return ci_low, ci_high, info, bshap, bsobol
+    return ci_low, ci_high, info, bshap, bsobol, (bn, bs, bx)
 
 
 def calibrated(estimate: np.ndarray, replicates: np.ndarray, n_units: int, n_strata: int, ci: float):

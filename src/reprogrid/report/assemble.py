@@ -46,10 +46,11 @@ class Sections:
 def assemble(inp: Inputs, n_boot: int) -> Sections:
     sc = Scores(inp, n_boot)
     attr = attribution_section(inp)
-    head = headline(attr)
+    noise = noise_section(inp)
+    head = headline(attr, (noise or {}).get("advice"))
     pitfalls = pitfalls_section(inp)
     return Sections(inp=inp, scores=sc, study=study_section(inp, sc), attr=attr, head=head,
                     main_effects=main_effects(sc), context=by_context(sc), claims=claims_section(inp),
                     specdec=specdec_section(inp), pitfalls=pitfalls, research=research_section(inp, sc, head, pitfalls),
-                    noise=noise_section(inp), caveats=caveats_section(inp, sc, attr),
+                    noise=noise, caveats=caveats_section(inp, sc, attr),
                     prov=provenance_section(inp, attr, n_boot), design=design_section(inp))

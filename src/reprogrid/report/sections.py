@@ -141,8 +141,9 @@ def _noise_texts(top: dict, permutations) -> tuple[str, str]:
             "noise floor not computed")
 
 
-def headline(a: dict) -> dict:
-    """The top factor, whether it clears the noise floor, and whether the runner-up is separated from it."""
+def headline(a: dict, advice: list[str] | None = None) -> dict:
+    """The top factor, whether it clears the noise floor, and whether the runner-up is separated from it.
+    ``advice``: the D-study sentences (``noise_section``), printed after a ranking that is not settled."""
     rows = a["rows"]
     if not rows:
         return {"available": False, "text": "The variance shares table has no factor rows: nothing varies."}
@@ -152,6 +153,9 @@ def headline(a: dict) -> dict:
     h = {"available": True, "top": top, "runner": runner, "n_above": len(above),
          "none_above": a["has_floor"] and not above}
     h["noise_txt"], h["noise_short"] = _noise_texts(top, a.get("permutations"))
+    design = " Design: " + "; ".join(advice) + "." if advice else ""
+    if top["above"] is False:
+        h["noise_txt"] += design
     if runner is not None:
         both = top["share"].has_ci and runner["share"].has_ci
         sep = both and top["share"].lo > runner["share"].hi
@@ -160,5 +164,7 @@ def headline(a: dict) -> dict:
                            + ("; the two intervals do not overlap, so the ranking is clear." if sep
                               else "; the intervals overlap, so the order of the two is not settled." if both
                               else "."))
+        if both and not sep:
+            h["runner_txt"] += design
     h["below"] = [r["effect"] for r in rows if r["above"] is False]
     return h
