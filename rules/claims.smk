@@ -25,6 +25,8 @@ rule claims_map:
         cells=L.cells,
         samples=L.samples,
         shares=L.shares,
+        # a fractional design: unrun cells with estimable predictions join the grid, labelled as predicted
+        predicted=[L.predicted_cells] if W.design is not None else [],
     output:
         cells=L.claim_cells,
         verdicts=L.verdicts,
@@ -35,6 +37,7 @@ rule claims_map:
         L.benchmark("claims_map")
     params:
         pair=f"--pair {W.claim_pair}" if W.claim_pair else "",
+        predicted=f"--predicted {L.predicted_cells}" if W.design is not None else "",
         seed=W.cfg.seed,
         aggregation=W.fixed_level("aggregation"),
         out=lambda wc, output: os.path.dirname(output.verdicts),
@@ -42,4 +45,4 @@ rule claims_map:
         ENV_ANALYSIS
     shell:
         "python -m reprogrid claims map {input.files} --cells {input.cells} --samples {input.samples} "
-        "--shares {input.shares} {params.pair} --seed {params.seed} --aggregation {params.aggregation} --out {params.out} > {log} 2>&1"
+        "--shares {input.shares} {params.pair} {params.predicted} --seed {params.seed} --aggregation {params.aggregation} --out {params.out} > {log} 2>&1"

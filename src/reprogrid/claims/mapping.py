@@ -20,7 +20,7 @@ from reprogrid.stats import fraction_scores
 
 MAP_COLUMNS = ["claim_id", "model", "benchmark", "claim_value", "tolerance", "n_cells", "n_profiles", "n_failed",
                "unknown_factors", "open_levels", "grid_min", "grid_mean", "grid_max", "nearest", "in_range",
-               "aggregated", "missing", "unverified", "cell_ids"]
+               "aggregated", "missing", "unverified", "cell_ids", "n_predicted"]
 
 
 def grid_factors(cells: pd.DataFrame, factors: list[str] | None = None) -> list[str]:
@@ -143,10 +143,13 @@ def map_claims_to_cells(claims: list[Claim], cells_df: pd.DataFrame, factor_name
     last reported decimal), n_cells, n_profiles, n_failed, unknown_factors ("a;b"), open_levels
     ("f=1|2;g=x|y", factors with several levels only), grid_min, grid_mean, grid_max, nearest (the grid
     reading closest to the claim), in_range (claim within [min - tol, max + tol]), aggregated,
-    missing ("; "-joined reasons), unverified (stated factors the grid does not record), cell_ids.
+    missing ("; "-joined reasons), unverified (stated factors the grid does not record), cell_ids,
+    n_predicted (how many of those cells are predicted, not run: cells whose ``basis`` column, from
+    :func:`reprogrid.designs.predicted.with_predicted`, says so).
     """
     check_cells(cells_df)
     factors = grid_factors(cells_df, factor_names)
+    predicted_ids = predicted_cell_ids(cells_df)
     rows = []
     for c in claims:
         p = claim_profiles(c, cells_df, factors)
@@ -166,9 +169,18 @@ def map_claims_to_cells(claims: list[Claim], cells_df: pd.DataFrame, factor_name
             "in_range": bool(has and scores.min() - c.tolerance <= c.fraction <= scores.max() + c.tolerance),
             "aggregated": p.aggregated,
             "missing": "; ".join(p.missing), "unverified": ";".join(p.unverified),
-            "cell_ids": ";".join(cell_ids),
+            "cell_ids": ";".join(cell_ids), "n_predicted": len(predicted_ids.intersection(cell_ids)),
         })
     return pd.DataFrame(rows, columns=MAP_COLUMNS)
+
+
+def predicted_cell_ids(cells: pd.DataFrame) -> set[str]:
+    """Ids of the cells that are predicted (unrun cells of a fractional design), not measured."""
+    from reprogrid.designs.predicted import BASIS
+
+    if BASIS not in cells.columns:
+        return set()
+    return set(cells.loc[cells[BASIS].astype(str) == "predicted", "cell_id"].astype(str))
 
 
 PUBLISHED_COLUMNS = ["claim_id", "row", "source", "status", "model", "model_name", "benchmark", "value", "reported",

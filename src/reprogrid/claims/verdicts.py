@@ -17,7 +17,7 @@ import pandas as pd
 from reprogrid.catalogue import cell_text
 from reprogrid.catalogue import level_text as canon
 from reprogrid.claims.checks import check_claims, default_pair
-from reprogrid.claims.mapping import Profiles, check_cells, claim_profiles, grid_factors
+from reprogrid.claims.mapping import Profiles, check_cells, claim_profiles, grid_factors, predicted_cell_ids
 from reprogrid.claims.registry import Claim
 from reprogrid.errors import UserError
 from reprogrid.explain import explain
@@ -36,7 +36,8 @@ class Intervals:
             for col in ("cell_id", "item_id", "score"):
                 if col not in samples.columns:
                     raise UserError(f"the samples table has no {col!r} column", field="samples")
-            self.boot = ItemBootstrap.from_tables(samples, cells, bootstrap, seed, level, default=aggregation)
+            self.boot = ItemBootstrap.from_tables(samples, measured_cells(cells), bootstrap, seed, level,
+                                                  default=aggregation)
             self.method = (f"bootstrap over items, stratified by task ({bootstrap} replicates, seed {seed}, "
                            f"percentile {level:.0%})")
         else:
@@ -45,8 +46,18 @@ class Intervals:
         self._score = dict(zip(ids, fraction_scores(cells)))
         n = pd.to_numeric(cells["n_items"], errors="coerce") if "n_items" in cells.columns else [math.nan] * len(cells)
         self._n = dict(zip(ids, n))
+        self.predicted = predicted_cell_ids(cells)
+        self._pred_ci = {}
+        if self.predicted:
+            from reprogrid.designs.predicted import PREDICTED_HIGH, PREDICTED_LOW
+
+            lo = fraction_scores(cells, PREDICTED_LOW)
+            hi = fraction_scores(cells, PREDICTED_HIGH)
+            self._pred_ci = {i: (a, b) for i, a, b in zip(ids, lo, hi) if i in self.predicted}
 
     def interval(self, cell_ids, score: float) -> tuple[float, float] | None:
+        if self.predicted.intersection(cell_ids):
+            return self._with_predicted(list(cell_ids), score)
         if self.boot is not None:
             if not self.boot.has(cell_ids):
                 return None
@@ -66,6 +77,27 @@ class Intervals:
         return max(0.0, score - z * se), min(1.0, score + z * se)
 
 
+    def _with_predicted(self, cell_ids: list[str], score: float) -> tuple[float, float] | None:
+        """A reading with predicted cells: normal, the predicted cells' standard errors from their intervals,
+        the measured cells' from the variance bound p(1-p)/n."""
+        from scipy.stats import norm
+
+        z = float(norm.ppf(0.5 + self.level / 2))
+        var = 0.0
+        for c in cell_ids:
+            if c in self._pred_ci:
+                lo, hi = self._pred_ci[c]
+                var += ((hi - lo) / (2 * z)) ** 2
+                continue
+            p, n = self._score.get(c, math.nan), self._n.get(c, math.nan)
+            if not (n and n > 0) or math.isnan(p):
+                return None
+            p = min(max(p, 0.0), 1.0)
+            var += p * (1 - p) / n
+        se = math.sqrt(var) / len(cell_ids)
+        return score - z * se, score + z * se
+
+
 def readings(p: Profiles, iv: Intervals, target: float, tol: float) -> list[dict]:
     """Profiles as dicts sorted by distance to ``target``, each with its interval and consistency."""
     out = []
@@ -79,6 +111,7 @@ def readings(p: Profiles, iv: Intervals, target: float, tol: float) -> list[dict
             "distance": score - target,
             "consistent": bool(lo - tol <= target <= hi + tol),
             "cell_ids": list(row["cell_ids"]),
+            "predicted": len(iv.predicted.intersection(row["cell_ids"])),  # cells predicted, not run
         })
     out.sort(key=lambda r: (abs(r["distance"]), r["score"]))
     return out
@@ -115,6 +148,8 @@ def _explanation(c: Claim, cells: pd.DataFrame, factors: list[str], iv: Interval
         which = "the only consistent reading" if n_cons == 1 else f"the closest of {n_cons} consistent readings"
         summary = (f"{c.id}: {which} is {_levels_text(b['levels'])}: "
                    f"{b['score']:.4f} vs claimed {c.fraction:.4f}")
+    if reads and reads[0]["predicted"]:
+        summary += f" (predicted, not run: {reads[0]['predicted']} of its {len(reads[0]['cell_ids'])} cells)"
     return ({
         "claim": claim_brief(c), "status": status, "summary": summary,
         "unknown_factors": p.unknown,
@@ -157,7 +192,7 @@ def top_factor(shares: pd.DataFrame | None) -> dict:
 
 def pairwise(low: Claim, high: Claim, lo_reads: list, hi_reads: list, lo_p: Profiles, hi_p: Profiles,
              cells: pd.DataFrame, samples: pd.DataFrame | None, factors: list[str], bootstrap: int,
-             seed: int, level: float) -> dict:
+             seed: int, level: float, predicted: pd.DataFrame | None = None) -> dict:
     """Shapley decomposition between the best grid readings of the two claims."""
     if not lo_reads or not hi_reads:
         return {"available": False, "reason": "a claim of the pair has no grid reading"}
@@ -174,14 +209,14 @@ def pairwise(low: Claim, high: Claim, lo_reads: list, hi_reads: list, lo_p: Prof
         return {f: canon(row[f]) for f in factors if f != agg}
 
     lo_lv, hi_lv = levels(lo_reads), levels(hi_reads)
-    df, item = (samples, "item_id") if samples is not None else (cells, None)
+    df, item = (samples, "item_id") if samples is not None else (measured_cells(cells), None)
     df = df.assign(_score=fraction_scores(df))
     if agg:
         keep = {canon(x) for x in low.components}
         df = df[df[agg].map(canon).isin(keep)]
     fac = [f for f in factors if f in df.columns]
     res = explain(df, "_score", lo_lv, hi_lv, item=item, bootstrap=bootstrap if item else 0, seed=seed,
-                  factors=fac, level=level)
+                  factors=fac, level=level, predicted=_fraction(predicted, df))
     if res.missing_cells:
         return {"available": False, "reason": "cells on the path are missing",
                 "missing_cells": [cell_text(c) for c in res.missing_cells]}
@@ -190,7 +225,25 @@ def pairwise(low: Claim, high: Claim, lo_reads: list, hi_reads: list, lo_p: Prof
     return {"available": True, "low_levels": lo_lv, "high_levels": hi_lv, "low_value": summ["low_value"],
             "high_value": summ["high_value"], "gap": summ["gap"], "gap_ci": summ["gap_ci"],
             "gap_test": summ["gap_test"], "contributions": contrib, "largest": contrib[0]["factor"] if contrib else None,
-            "averaged_over": summ["averaged_over"]}
+            "averaged_over": summ["averaged_over"], "basis": summ["basis"],
+            "predicted_cells": [cell_text({k: v for k, v in c.items() if k not in ("predicted", "ci_low", "ci_high")})
+                                for c in summ["predicted_cells"]]}
+
+
+def measured_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells that were run (without the predicted cells :func:`with_predicted` adds)."""
+    from reprogrid.designs.predicted import BASIS
+
+    return cells[cells[BASIS].astype(str) != "predicted"] if BASIS in cells.columns else cells
+
+
+def _fraction(predicted: pd.DataFrame | None, df: pd.DataFrame) -> pd.DataFrame | None:
+    """The predicted table on the fraction scale of ``_score`` (a percent study predicts on 0-100)."""
+    if predicted is None or "scale" not in df.columns or "scale" in predicted.columns:
+        return predicted
+    if (df["scale"].astype(str) == "percent").all():
+        return predicted.assign(**{c: pd.to_numeric(predicted[c]) / 100.0 for c in ("predicted", "ci_low", "ci_high")})
+    return predicted
 
 
 def reproducibility(low: Claim, high: Claim, cells: pd.DataFrame, factors: list[str], iv: Intervals) -> dict:
@@ -228,7 +281,7 @@ def reproducibility(low: Claim, high: Claim, cells: pd.DataFrame, factors: list[
 def verdicts(claims: list[Claim], cells_df: pd.DataFrame, samples_df: pd.DataFrame | None = None,
              factor_names: list[str] | None = None, pair: tuple[str, str] | None = None,
              variance_shares: pd.DataFrame | None = None, bootstrap: int = 1000, seed: int = 0,
-             level: float = 0.95, aggregation: str = "task_mean") -> dict:
+             level: float = 0.95, aggregation: str = "task_mean", predicted: pd.DataFrame | None = None) -> dict:
     """The report's answers for a pair of conflicting claims (JSON-serialisable, fraction scale).
 
     - ``most_explanatory_factor``: the effect with the largest Shapley share of the grid's variance
@@ -241,11 +294,18 @@ def verdicts(claims: list[Claim], cells_df: pd.DataFrame, samples_df: pd.DataFra
       give a range; each reading has an item-bootstrap interval), compared with the high claim's value.
     - ``pair.not_traceable``: the pair's claims whose verification says they are not in their cited source.
     ``pair`` = (low id, high id); default: the lowest and the highest claim value.
+    ``predicted``: a fractional design's ``predicted_cells.csv``: its unrun cells with estimable predictions
+    join the grid (:func:`reprogrid.designs.predicted.with_predicted`), and every reading, explanation and
+    pairwise path that uses one says so (``predicted``, ``basis``, ``predicted_cells``).
     """
     claims = list(claims)
     if not claims:
         raise UserError("no claims", field="claims")
     check_cells(cells_df)
+    if predicted is not None:
+        from reprogrid.designs.predicted import with_predicted
+
+        cells_df = with_predicted(cells_df, predicted, factor_names=factor_names)
     factors = grid_factors(cells_df, factor_names)
     by_id = {c.id: c for c in claims}
     if pair is None:
@@ -268,7 +328,7 @@ def verdicts(claims: list[Claim], cells_df: pd.DataFrame, samples_df: pd.DataFra
                  "not_traceable": [f.claim_id for f in findings if f.kind == "not_traceable"]},
         "most_explanatory_factor": top_factor(variance_shares),
         "pairwise": pairwise(low, high, reads[low.id], reads[high.id], profiles[low.id], profiles[high.id],
-                             cells_df, samples_df, factors, bootstrap, seed, level),
+                             cells_df, samples_df, factors, bootstrap, seed, level, predicted),
         "explanations": [explanations[c.id] for c in claims],
         "reproducibility": reproducibility(low, high, cells_df, factors, iv),
         "findings": [{"claim_id": f.claim_id, "kind": f.kind, "message": f.message} for f in findings],

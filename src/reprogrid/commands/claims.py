@@ -35,6 +35,9 @@ def add_arguments(parser: object) -> None:
     m.add_argument("--level", type=float, default=0.95)
     m.add_argument("--aggregation", choices=["task_mean", "item_mean"], default="task_mean",
                    help="how a cell without an aggregation column aggregates its items (the study's fixed level)")
+    m.add_argument("--predicted", metavar="FILE",
+                   help="predicted_cells.csv of `reprogrid estimate` (a fractional design): unrun cells with "
+                        "estimable predictions join the grid, labelled as predicted")
     m.add_argument("--out", required=True, metavar="DIR")
 
 
@@ -70,10 +73,16 @@ def run(args) -> int:
     cells = read_table(args.cells, what="--cells")
     samples = read_table(args.samples, what="--samples") if args.samples else None
     shares = read_table(args.shares, what="--shares") if args.shares else None
-    table = map_claims_to_cells(claims, cells, factors)
+    predicted = None
+    if args.predicted:
+        from reprogrid.designs.predicted import read_predicted, with_predicted
+
+        predicted = read_predicted(args.predicted)
+    grid_cells = with_predicted(cells, predicted, factor_names=factors) if predicted is not None else cells
+    table = map_claims_to_cells(claims, grid_cells, factors)
     result = verdicts(claims, cells, samples, factors, pair, shares, args.bootstrap, args.seed, args.level,
-                      args.aggregation)
-    published = published_record(claims, cells, factors)
+                      args.aggregation, predicted=predicted)
+    published = published_record(claims, grid_cells, factors)
     out, names = Path(args.out), Layout()  # file names as the layout has them under claims/
     write_text(out / Path(names.claim_cells).name, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     write_text(out / Path(names.published).name, published.to_csv(index=False, float_format="%.10g", lineterminator="\n"))

@@ -26,6 +26,9 @@ def add_arguments(parser: object) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--predicted", metavar="FILE",
+                        help="predicted_cells.csv of `reprogrid estimate` (a fractional design): path cells that were "
+                             "not run are taken from its estimable predictions, labelled as predicted")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
 
 
@@ -36,9 +39,14 @@ def run(args) -> int:
     where = f"INPUT {args.input}"
     text = [*(factors if factors is not None else factor_names()), *low, *high]  # levels are text, not numbers
     df = read_table(args.input, what="INPUT", text_columns=list(dict.fromkeys(text)))
+    predicted = None
+    if args.predicted:
+        from reprogrid.designs.predicted import read_predicted
+
+        predicted = read_predicted(args.predicted)
     try:
         res = explain(df, args.response, low, high, item=args.item, bootstrap=args.bootstrap, seed=args.seed,
-                      factors=factors, level=args.level)
+                      factors=factors, level=args.level, predicted=predicted)
     except UserError as exc:
         raise exc.in_file(where) from None
     for reason, n in res.left_out.items():
@@ -54,11 +62,16 @@ def run(args) -> int:
         print(f"error: {len(res.missing_cells)} cell(s) on the path are missing; listed in {out / 'missing_cells.yaml'}",
               file=sys.stderr)
         return 1
-    table = res.contributions
+    table = res.contributions.assign(basis=res.summary()["basis"])
+    for cell in res.predicted_cells:
+        levels = {k: v for k, v in cell.items() if k not in ("predicted", "ci_low", "ci_high")}
+        print(f"predicted (unrun) cell on the path: {cell_text(levels)}: {cell['predicted']:.4g} "
+              f"[{cell['ci_low']:.4g}, {cell['ci_high']:.4g}]", file=sys.stderr)
     csv = table.to_csv(index=False, float_format="%.10g", lineterminator="\n")
     write_text(out / "contributions.csv", csv)
     write_json(out / "summary.json", res.summary())
-    print(f"low {res.low_value:.6g}  high {res.high_value:.6g}  gap {res.gap:.6g}")
+    basis = f"  ({len(res.predicted_cells)} of the path's cells predicted, not measured)" if res.predicted_cells else ""
+    print(f"low {res.low_value:.6g}  high {res.high_value:.6g}  gap {res.gap:.6g}{basis}")
     for r in table.itertuples():
         ci = "" if math.isnan(r.ci_low) else f"  [{r.ci_low:.4g}, {r.ci_high:.4g}]"
         print(f"  {r.factor}: {r.contribution:+.6g}{ci}  ({level_text(r.low_level)} -> {level_text(r.high_level)})")

@@ -4,6 +4,7 @@ the result."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ class ExplainResult:
     seed: int = 0
     level: float = 0.95
     gap_test: dict[str, Any] = field(default_factory=dict)  # the paired test of high - low (see explain.paired)
+    predicted_cells: list[dict] = field(default_factory=list)  # path cells taken from predictions (unrun)
 
     @property
     def complete(self) -> bool:
@@ -119,6 +121,9 @@ class ExplainResult:
             "missing_cells": [{k: to_jsonable(v) for k, v in c.items()} for c in self.missing_cells],
             "gap_test": {k: (f(v) if k != "test" else v) for k, v in self.gap_test.items()},
             "n_items": self.n_items, "left_out": dict(self.left_out), "bootstrap": self.bootstrap, "seed": self.seed, "level": self.level,
+            "basis": "partly predicted" if self.predicted_cells else "measured",
+            "predicted_cells": [{k: (f(v) if k in ("predicted", "ci_low", "ci_high") else to_jsonable(v))
+                                 for k, v in c.items()} for c in self.predicted_cells],
         }
 
 
@@ -130,11 +135,13 @@ def _empty_contributions() -> pd.DataFrame:
 
 def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | None = None,
             bootstrap: int = 1000, seed: int = 0, factors: list[str] | None = None,
-            level: float = 0.95) -> ExplainResult:
+            level: float = 0.95, predicted: pd.DataFrame | None = None) -> ExplainResult:
     """Exact Shapley decomposition of v(high) - v(low) over the factors whose levels differ.
 
     See the docstring of :mod:`reprogrid.explain` for the definitions. Raises UserError for invalid input; returns a result
-    with ``missing_cells`` (and empty contributions) when cells on the path are absent.
+    with ``missing_cells`` (and empty contributions) when cells on the path are absent. ``predicted``: the
+    ``predicted_cells.csv`` table of ``reprogrid estimate``: a missing path cell whose prediction is estimable
+    is taken from it (listed in ``predicted_cells``; see :func:`_fill_predicted`).
     """
     factor_cols, named = check_input(df, response, low, high, item, bootstrap, level, factors)
     data, left_out = usable_rows(df, response, factor_cols, item)
@@ -143,16 +150,70 @@ def explain(df: pd.DataFrame, response: str, low: dict, high: dict, item: str | 
                            held={**path.held_orig, **path.constant}, averaged_over=path.averaged_levels(),
                            left_out=left_out, bootstrap=bootstrap if item else 0, seed=seed, level=level)
     cells, missing = path.cells()
+    fill: dict[int, tuple[float, float, float]] = {}
+    if missing and predicted is not None:
+        fill, missing = _predicted_path_cells(path, cells, predicted)
+        result.predicted_cells = [{**path_cell, "predicted": m, "ci_low": lo, "ci_high": hi}
+                                  for path_cell, (m, lo, hi) in zip(_cells_at(path, fill), fill.values())]
     if missing:
         result.missing_cells = missing
         return result
     cell_index = {key: j for j, key in enumerate(cells)}
     gidx = path.group_keys().map(cell_index).to_numpy()
-    cell_means, reps, result.n_items, mat, tasks = _cell_values(path.data, gidx, len(cells), item, bootstrap, seed)
+    with warnings.catch_warnings():  # predicted cells have no rows: their empty means are filled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cell_means, reps, result.n_items, mat, tasks = _cell_values(path.data, gidx, len(cells), item, bootstrap,
+                                                                    seed)
+    if fill:
+        _fill_predicted(cell_means, reps, fill, level, seed)
     _decompose(result, path, cell_means, reps, level)
-    if mat is not None:
+    if mat is not None and not fill:  # a paired test needs the items of every path cell
         _paired_tests(result, path, mat, tasks, seed)
     return result
+
+
+def _path_masks(path: ExplainPath):
+    for mask in range(1 << len(path.differing)):
+        vk = path.vertex_keys(mask)
+        for combo in path.combos:
+            yield mask, vk, combo
+
+
+def _predicted_path_cells(path: ExplainPath, cells: list[tuple], predicted: pd.DataFrame):
+    """The missing path cells an estimable prediction covers (cell index -> (mean, low, high)) and those
+    still missing (factor -> level dicts)."""
+    from reprogrid.designs.predicted import Lookup
+
+    lookup = Lookup(predicted)
+    present = set(path.group_keys().tolist())
+    fill, missing = {}, []
+    for j, (key, (mask, vk, combo)) in enumerate(zip(cells, _path_masks(path))):
+        if key in present:
+            continue
+        cell = path._cell(mask, vk, combo)
+        got = lookup.get(cell)
+        if got is None:
+            missing.append(cell)
+        else:
+            fill[j] = got
+    return fill, missing
+
+
+def _cells_at(path: ExplainPath, fill: dict) -> list[dict]:
+    return [path._cell(mask, vk, combo) for j, (mask, vk, combo) in enumerate(_path_masks(path)) if j in fill]
+
+
+def _fill_predicted(cell_means: np.ndarray, reps: np.ndarray | None, fill: dict, level: float, seed: int) -> None:
+    """Predicted path cells: the predicted mean; in the bootstrap, normal draws with the standard error
+    that the prediction's interval implies (independent of the items of the measured cells)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    rng = np.random.default_rng([seed, 16])
+    for j, (m, lo, hi) in fill.items():
+        cell_means[j] = m
+        if reps is not None:
+            reps[:, j] = rng.normal(m, max(hi - lo, 0.0) / (2 * z), reps.shape[0])
 
 
 def _paired_tests(result: ExplainResult, path: ExplainPath, mat: np.ndarray, tasks, seed: int) -> None:

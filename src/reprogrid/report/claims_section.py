@@ -118,6 +118,10 @@ def explanation(e: dict) -> dict:
     else:
         row["verdict"] = "the grid cannot answer"
         row["text"] = f"{head}: the grid cannot answer: {row['missing'] or 'no matching cell'}."
+    if best and best.get("predicted"):
+        row["text"] = row["text"][:-1] + (f" (predicted, not run: {best['predicted']} of its "
+                                          f"{len(best.get('cell_ids') or [])} cells come from the fractional "
+                                          "design's model).")
     return row
 
 
@@ -143,7 +147,8 @@ def pairwise(pw: dict, pair: dict) -> dict:
             "low_claimed": (pair.get("low") or {}).get("value"),
             "high_claimed": (pair.get("high") or {}).get("value"),
             "averaged_over": ", ".join(f"{k} ({', '.join(map(level_text, x))})"
-                                       for k, x in (pw.get("averaged_over") or {}).items())}
+                                       for k, x in (pw.get("averaged_over") or {}).items()),
+            "predicted_cells": "; ".join(pw.get("predicted_cells") or [])}
 
 
 def reproducibility(rp: dict, pair: dict) -> dict:
