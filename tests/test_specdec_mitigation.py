@@ -197,6 +197,15 @@ def test_shipped_mitigation_configs(monkeypatch):
     assert s.tasks[0] == "code" and s.chat_template is True and s.budget // s.batch_size == 16
     gpu = load_study("configs/studies/specdec_mitigation_gpu.yaml")
     assert mitigation_pair(gpu)["verifier"] == "qwen2.5-3b-instruct"
+    # the report waits for the mitigation and shows its run time; a study without one does not
+    from reprogrid.workflow import StudyWorkflow
+
+    W = StudyWorkflow("configs/studies/specdec_mitigation.yaml")
+    assert W.report_inputs()["mitigation"] == W.layout.specdec_mitigation
+    assert W.layout.benchmark("specdec_mitigate") in W.report_benchmarks()
+    plain = StudyWorkflow("configs/studies/specdec_offline.yaml")
+    assert "mitigation" not in plain.report_inputs()
+    assert plain.layout.benchmark("specdec_mitigate") not in plain.report_benchmarks()
 
 
 @pytest.mark.parametrize("mitigation, field, text", [
