@@ -195,6 +195,7 @@ def test_shipped_mitigation_configs(monkeypatch):
     values = mitigation_values(study_settings(off))
     s = MitigationSettings(verifier="", drafter="", out="", **values)
     assert s.tasks[0] == "code" and s.chat_template is True and s.budget // s.batch_size == 16
+    assert (s.timing_steps, s.n_boot) == (8, 2000)  # the section's, as for its cells and disparity intervals
     gpu = load_study("configs/studies/specdec_mitigation_gpu.yaml")
     assert mitigation_pair(gpu)["verifier"] == "qwen2.5-3b-instruct"
     # the report waits for the mitigation and shows its run time; a study without one does not
