@@ -5,7 +5,7 @@ CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-specdec specdec run test test-fast dryrun clean lint
+.PHONY: setup setup-specdec specdec specdec-mitigation run test test-fast dryrun clean lint
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ setup-specdec: setup  ## the 1.5B weights the offline speculative decoding study
 
 specdec: setup-specdec  ## the offline speculative decoding study (configs/studies/specdec_offline.yaml)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile configs/studies/specdec_offline.yaml
+
+specdec-mitigation: setup-specdec  ## the mitigation study: LoRA drafter fine-tuning, before/after (configs/studies/specdec_mitigation.yaml)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile configs/studies/specdec_mitigation.yaml
 
 run: setup  ## the default study, end to end (configs/config.yaml)
 	$(VENV)/bin/snakemake --cores $(CORES)

@@ -21,7 +21,8 @@ from reprogrid.cli import main  # noqa: E402
 from reprogrid.errors import UserError  # noqa: E402
 from reprogrid.specdec.distill import (build_distillation, kl_by_task, load_distillation,  # noqa: E402
                                        save_distillation)
-from reprogrid.specdec.lora import load_mitigated, lora_wrap, train_lora, verify_mitigated  # noqa: E402
+from reprogrid.specdec.lora import (load_adapter, load_mitigated, lora_wrap, train_lora,  # noqa: E402
+                                   verify_mitigated)
 from reprogrid.specdec.mitigate import MitigationSettings, check_settings, select_tasks  # noqa: E402
 from reprogrid.specdec.mitigate_run import run_mitigation  # noqa: E402
 from reprogrid.specdec.pairs import NOT_MEASURED  # noqa: E402
@@ -123,15 +124,22 @@ def test_mitigation_end_to_end(pair, tmp_path):
     assert info["weights_sha256"] == summary["drafter_weights_sha256"]
     assert info["adapter"]["sha256"] and info["mitigation"]["under_served"]
     model, _, _ = load_mitigated(out / "drafter")
-    # adapter round trip: base drafter + saved adapter, merged, equals the saved merged drafter
-    from peft import PeftModel
-
+    # adapter round trip: base drafter + saved adapter (its checksums verified), merged, equals the saved drafter
     from reprogrid.models import load_prepared
 
     base, _ = load_prepared(pair[1])
-    merged = PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
+    reference = {k: v.clone() for k, v in base.state_dict().items()}
+    merged = load_adapter(base, out / "adapter", out / "drafter").merge_and_unload()
     saved = model.state_dict()
+    assert set(merged.state_dict()) == set(saved)
     assert all(torch.allclose(v, saved[k], atol=1e-6) for k, v in merged.state_dict().items())
+    assert any(not torch.allclose(v, reference[k]) for k, v in saved.items())  # the update is not a no-op
+    # a changed adapter file is refused by its checksum
+    adapter = next((out / "adapter").glob("*.safetensors"))
+    adapter.write_bytes(adapter.read_bytes()[:-4] + b"\0\0\0\0")
+    base, _ = load_prepared(pair[1])
+    with pytest.raises(UserError, match="do not match the checksums"):
+        load_adapter(base, out / "adapter", out / "drafter")
     # a changed weight file is refused by its checksum
     weights = next((out / "drafter").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
@@ -187,8 +195,18 @@ def test_shipped_mitigation_configs(monkeypatch):
     values = mitigation_values(study_settings(off))
     s = MitigationSettings(verifier="", drafter="", out="", **values)
     assert s.tasks[0] == "code" and s.chat_template is True and s.budget // s.batch_size == 16
+    assert (s.timing_steps, s.n_boot) == (8, 2000)  # the section's, as for its cells and disparity intervals
     gpu = load_study("configs/studies/specdec_mitigation_gpu.yaml")
     assert mitigation_pair(gpu)["verifier"] == "qwen2.5-3b-instruct"
+    # the report waits for the mitigation and shows its run time; a study without one does not
+    from reprogrid.workflow import StudyWorkflow
+
+    W = StudyWorkflow("configs/studies/specdec_mitigation.yaml")
+    assert W.report_inputs()["mitigation"] == W.layout.specdec_mitigation
+    assert W.layout.benchmark("specdec_mitigate") in W.report_benchmarks()
+    plain = StudyWorkflow("configs/studies/specdec_offline.yaml")
+    assert "mitigation" not in plain.report_inputs()
+    assert plain.layout.benchmark("specdec_mitigate") not in plain.report_benchmarks()
 
 
 @pytest.mark.parametrize("mitigation, field, text", [

@@ -180,6 +180,8 @@ class StudyWorkflow:
             out.update(design=L.design_shares_json)
         if self.has_specdec:
             out.update(specdec=L.specdec_table, disparity=L.specdec_disparity)
+        if self.has_mitigation:
+            out.update(mitigation=L.specdec_mitigation)
         return out
 
     def report_benchmarks(self) -> list[str]:
@@ -191,6 +193,8 @@ class StudyWorkflow:
             out += [L.benchmark("claims_check"), L.benchmark("claims_map")]
         if self.has_pitfalls:
             out += [L.benchmark("pitfalls")]
+        if self.has_mitigation:
+            out += [L.benchmark("specdec_mitigate")]
         return out
 
     # --- speculative decoding ------------------------------------------------------------------

@@ -174,7 +174,8 @@ def _add_mitigate_arguments(sub) -> None:
     g = sub.add_parser("mitigate", help="fine-tune the drafter (LoRA, peft) toward the verifier on its under-served "
                                         "tasks (reprogrid's s-CDF) and re-measure acceptance and disparity")
     g.add_argument("--config", default=None, help="study config: settings from specdec.mitigation, tasks, "
-                                                  "chat_template, dtype and the pair's device (flags override)")
+                                                  "chat_template, dtype, timing_steps, bootstrap and the pair's "
+                                                  "device (flags override)")
     g.add_argument("--verifier", required=True, help="saved transformers model directory (with tokenizer)")
     g.add_argument("--drafter", required=True, help="saved transformers model directory (same tokenizer)")
     g.add_argument("--prompts", default=None, help="JSONL prompts (task, prompt_id, text|messages); default built-in")

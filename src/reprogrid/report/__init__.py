@@ -32,7 +32,8 @@ Modules, in the order data flows through them:
 * ``inputs``: what is read from the results folder (paths from :class:`reprogrid.layout.Layout`);
 * ``fmt``: numbers and intervals as printed (:class:`Est`);
 * ``scores``: cells, varying factors and score estimates (:class:`reprogrid.stats.ItemBootstrap`);
-* ``sections`` (study, attribution, headline), ``claims_section``, ``specdec_section``, ``caveats``,
+* ``sections`` (study, attribution, headline), ``claims_section``, ``specdec_section`` (with
+  ``mitigation_section``, the mitigation's before/after), ``caveats``,
   ``provenance_section``: one dict per section of the templates; ``assemble`` computes them all once;
 * ``figures``, ``tables``, ``render``: the PNGs, the CSVs, and ``summary.md`` / ``index.html``.
 """

@@ -36,6 +36,7 @@ class Inputs:
     published: pd.DataFrame | None = None
     specdec: pd.DataFrame | None = None
     disparity: dict | None = None
+    mitigation: dict | None = None  # reprogrid specdec mitigate's mitigation.json
     pitfalls: dict | None = None
     design: dict | None = None  # reprogrid estimate's design_shares.json (fractional and adaptive designs)
     components: dict | None = None
@@ -158,6 +159,9 @@ def _specdec(inp: Inputs, L: Layout) -> None:
     elif inp.specdec is not None:
         inp.note("specdec", f"{L.rel(L.specdec_disparity)} is missing: per-task intervals computed here are "
                             "not shown")
+    if (inp.cfg.raw.get("specdec") or {}).get("mitigation") or Path(L.specdec_mitigation).is_file():
+        inp.mitigation = _optional_json(inp, L, L.specdec_mitigation, "specdec",
+                                        "the mitigation step (reprogrid specdec mitigate) did not run")
 
 
 def _generations(inp: Inputs, L: Layout) -> None:

@@ -1,5 +1,6 @@
 """The speculative decoding section: measured and predicted speed-up and acceptance per task (per
-drafter-verifier pair when there are several), and the disparity of the speed-up across tasks."""
+drafter-verifier pair when there are several), the disparity of the speed-up across tasks, and the mitigation's
+before/after (:mod:`reprogrid.report.mitigation_section`) when it ran."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from reprogrid.report.fmt import Est, decimals_for, finite
 from reprogrid.report.inputs import Inputs
+from reprogrid.report.mitigation_section import mitigation_section
 
 
 def format_disparity(dis: dict) -> dict:
@@ -65,7 +67,8 @@ def specdec_section(inp: Inputs) -> dict | None:
     """None when the study has no speculative decoding; otherwise its rows and disparity."""
     if not inp.cfg.raw.get("specdec") and inp.specdec is None:
         return None
-    out: dict[str, Any] = {"available": inp.specdec is not None, "notes": inp.notes.get("specdec", [])}
+    out: dict[str, Any] = {"available": inp.specdec is not None, "notes": inp.notes.get("specdec", []),
+                           "mitigation": mitigation_section(inp)}
     df = inp.specdec
     if df is None:
         return out

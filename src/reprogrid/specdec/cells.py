@@ -137,10 +137,14 @@ def mitigation_pair(cfg) -> dict:
 
 
 def mitigation_values(settings: dict) -> dict:
-    """``MitigationSettings`` fields set by the config: the mitigation section (less ``pair``), the tasks and the
-    chat template (its first level)."""
+    """``MitigationSettings`` fields set by the config: the mitigation section (less ``pair``), the tasks, the chat
+    template (its first level), and the section's ``timing_steps`` and ``bootstrap`` (the re-measurement is the
+    same measurement as a cell's, its intervals the same kind as the disparity's)."""
     values = {k: v for k, v in (settings.get("mitigation") or {}).items() if k != "pair"}
     values.update(tasks=list(settings["tasks"]), chat_template=bool(settings["chat_template"][0]))
+    for key, field in (("timing_steps", "timing_steps"), ("n_boot", "bootstrap")):
+        if settings.get(field) is not None:
+            values[key] = settings[field]
     return values
 
 

@@ -10,7 +10,8 @@ that task's distillation examples uniformly; the loss is the mean over the batch
 Saved drafter directory: the LoRA update merged into the weights (``merge_and_unload``), safetensors + tokenizer,
 and ``reprogrid_model.json`` with ``weights_sha256`` (:func:`reprogrid.models.weights_digest`, as for every
 prepared model), ``tokenizer_sha256``, the adapter's file checksums, the training settings and the provenance
-stamp. :func:`load_mitigated` recomputes the weights checksum and refuses a directory whose weights changed.
+stamp. :func:`load_mitigated` recomputes the weights checksum and refuses a directory whose weights changed;
+:func:`load_adapter` does the same for the adapter's files before applying it to the original drafter.
 """
 
 from __future__ import annotations
@@ -122,6 +123,29 @@ def verify_mitigated(directory: str | Path) -> dict:
         raise UserError(f"weights sha256 is {digest}, recorded {info.get('weights_sha256')}; refusing to use it",
                         field=str(directory))
     return info
+
+
+def verify_adapter(adapter_dir: str | Path, drafter_dir: str | Path) -> dict[str, str]:
+    """The adapter's file checksums, after checking them against those the mitigated drafter recorded."""
+    info = verify_mitigated(drafter_dir)
+    recorded = (info.get("adapter") or {}).get("sha256")
+    if not recorded:
+        raise UserError("records no adapter checksums", field=f"{Path(drafter_dir) / MODEL_INFO}")
+    adapter_dir = Path(adapter_dir)
+    have = _adapter_checksums(adapter_dir) if adapter_dir.is_dir() else {}
+    bad = sorted(n for n in set(recorded) | set(have) if recorded.get(n) != have.get(n))
+    if bad:
+        raise UserError(f"adapter files {', '.join(bad)} do not match the checksums recorded in {drafter_dir}; "
+                        "refusing to use it", field=str(adapter_dir))
+    return have
+
+
+def load_adapter(base, adapter_dir: str | Path, drafter_dir: str | Path):
+    """``base`` (the original drafter) with the saved LoRA adapter applied, its checksums verified first."""
+    from peft import PeftModel
+
+    verify_adapter(adapter_dir, drafter_dir)
+    return PeftModel.from_pretrained(base, Path(adapter_dir))
 
 
 def load_mitigated(directory: str | Path, dtype: str = "float32"):
