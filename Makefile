@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 ENGINE_WHEELS ?= $(HOME)/.cache/reprogrid/wheels
 LLAMA_PIN := $(shell grep -i '^llama-cpp-python==' envs/engines.lock)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: setup setup-engines setup-specdec specdec run test test-fast dryrun clean lint
 
