@@ -40,6 +40,10 @@ onstart:
                 f"{'; ...' if len(_needs) > 3 else ''}) and this machine has none: run it on a GPU machine "
                 "or submit it with --profile profiles/slurm\n")
             sys.exit(2)
+        _problem = W.engine_problem()
+        if _problem:
+            sys.stderr.write(f"error: {_problem}\n")
+            sys.exit(2)
 
 
 wildcard_constraints:

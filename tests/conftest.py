@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Fixtures that bring a real model file or build a model: a test that uses one is in the `model` tier.
-MODEL_FIXTURES = {"embedded_gguf", "qwen_tokenizer_dir", "tiny_model_dir", "tiny_pair", "chromium"}
+MODEL_FIXTURES = {"embedded_gguf", "qwen_tokenizer_dir", "tiny_model_dir", "tiny_pair", "tiny_gguf", "chromium"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,6 +90,14 @@ def make_tiny_qwen2(out: Path, tokenizer_dir: Path, seed: int = 0, layers: int =
 @pytest.fixture(scope="session")
 def tiny_model_dir(qwen_tokenizer_dir, tmp_path_factory) -> Path:
     return make_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "tiny-qwen2", qwen_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir, embedded_gguf, tmp_path_factory) -> Path:
+    """The tiny random Qwen2 as a float32 GGUF (same weights as tiny_model_dir, the real Qwen2.5 tokenizer)."""
+    from tiny_gguf import make_tiny_gguf
+
+    return make_tiny_gguf(tiny_model_dir, embedded_gguf, tmp_path_factory.mktemp("tinygguf") / "tiny-qwen2.gguf")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):

@@ -1,4 +1,4 @@
-"""GPU-only levels and the vLLM backend on a machine without a GPU: everything that can be checked here.
+"""GPU-only levels and the vLLM engine on a machine without a GPU: everything that can be checked here.
 
 What runs here: the prepared directory of an official pre-quantized checkpoint (GPTQ/AWQ files are only
 linked and their quantization_config checked, so no GPU is needed), the config checks, the refusals in
@@ -74,14 +74,14 @@ def test_bad_gpu_settings_name_the_field(tmp_path, path, value, field):
 
 
 @pytest.mark.parametrize("change,field,words", [
-    ({"device": "cpu"}, "models.m.backend", "CUDA only"),
-    ({"quantization": ["int8_dynamic"]}, "models.m.backend", "no vLLM path"),
-    ({"quantization": ["bnb_8bit"]}, "models.m.backend", "no vLLM path"),
+    ({"device": "cpu"}, "factors.engine", "CUDA only"),
+    ({"quantization": ["int8_dynamic"]}, "factors.engine", "no vLLM path"),
+    ({"quantization": ["bnb_8bit"]}, "factors.engine", "no vLLM path"),
     ({"attn_implementation": ["sdpa", "eager"]}, "factors.attn_implementation", "no-op"),
 ])
-def test_vllm_backend_refuses_what_it_cannot_do(tmp_path, change, field, words):
+def test_vllm_engine_refuses_what_it_cannot_do(tmp_path, change, field, words):
     d = copy.deepcopy(BASE)
-    d["models"]["m"]["backend"] = "vllm"
+    d["factors"]["engine"] = ["vllm"]
     for k, v in change.items():
         if k in d["models"]["m"]:
             d["models"]["m"][k] = v
@@ -94,8 +94,8 @@ def test_vllm_backend_refuses_what_it_cannot_do(tmp_path, change, field, words):
 
 def test_vllm_model_args_follow_the_generation(tmp_path):
     d = copy.deepcopy(BASE)
-    d["models"]["m"].update(backend="vllm", vllm={"gpu_memory_utilization": 0.8, "tensor_parallel_size": 2})
-    d["factors"].update(quantization=["source", "bnb_4bit"], dtype=["bfloat16"], batch_size=[8])
+    d["models"]["m"].update(vllm={"gpu_memory_utilization": 0.8, "tensor_parallel_size": 2})
+    d["factors"].update(quantization=["source", "bnb_4bit"], dtype=["bfloat16"], batch_size=[8], engine=["vllm"])
     c = load_study(cfg(tmp_path, d))
     from reprogrid.grid import generations
 

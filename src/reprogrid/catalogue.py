@@ -213,9 +213,19 @@ GPU_LEVELS = set(CHECKPOINT_LEVELS) | BNB_LEVELS
 ALL_LEVELS = {"source"} | set(GGUF_LEVELS) | RUNTIME_LEVELS | GPU_LEVELS
 
 
-def prepared_key(model: str, quantization: str) -> str:
+# Engines that run a prepared GGUF file rather than a transformers directory, and the quantization levels
+# they can make with their own quantizer (``source``: the GGUF file as the source has it).
+GGUF_ENGINES = {"llama_cpp"}
+GGUF_ENGINE_LEVELS = {"source"} | set(GGUF_LEVELS)
+GGUF_WEIGHTS_PREFIX = "gguf_"
+
+
+def prepared_key(model: str, quantization: str, engine: str = "hf") -> str:
     """The directory name (and Snakemake wildcard) of a prepared (model, weights) pair: levels that
-    quantize at run time share the source weights."""
+    quantize at run time share the source weights; an engine that runs GGUF files (llama_cpp) has its own
+    prepared GGUF per level (``<model>--gguf_<level>``)."""
+    if engine in GGUF_ENGINES:
+        return f"{model}--{GGUF_WEIGHTS_PREFIX}{quantization}"
     weights = "source" if quantization in RUNTIME_LEVELS | BNB_LEVELS else quantization
     return f"{model}--{weights}"
 
@@ -223,3 +233,9 @@ def prepared_key(model: str, quantization: str) -> str:
 def split_prepared_key(key: str) -> tuple[str, str]:
     model, weights = key.split("--", 1)
     return model, weights
+
+
+def gguf_weights_level(weights: str) -> str | None:
+    """The quantization level of a prepared GGUF's weights part (``gguf_q4_0`` -> ``q4_0``); None for a
+    transformers directory."""
+    return weights[len(GGUF_WEIGHTS_PREFIX):] if weights.startswith(GGUF_WEIGHTS_PREFIX) else None

@@ -1,4 +1,5 @@
-"""Run every generation of one prepared model through lm-eval's RULER tasks on transformers.
+"""Run every generation of one prepared model through lm-eval's RULER tasks on its engine: transformers
+(``hf``), llama.cpp (``llama_cpp``: a local server the job starts and stops, reprogrid.engines) or vLLM.
 
 One job per prepared model (one set of weights): the weights are loaded once per load setting
 (dtype, attention implementation, load-time quantization) and every generation that uses them runs
@@ -32,7 +33,7 @@ from reprogrid.chat_formats import chat_template_args
 from reprogrid.errors import UserError
 from reprogrid.io import write_json, write_parquet
 from reprogrid.layout import docs_file
-from reprogrid.provenance import code_version, package_versions
+from reprogrid.provenance import code_version, engine_version, package_versions
 from reprogrid.ruler import load_docs
 
 SYSTEM_PROMPTS = {"default": None, "concise": "Answer with the requested values only.", "empty": ""}
@@ -121,11 +122,10 @@ def load_vllm(prepared_dir: Path, entry: dict, gen: dict, max_model_len: int, se
     if gen["quantization"] in BNB_LEVELS:
         models.check_gpu_level(gen["quantization"], "cuda")
     if importlib.util.find_spec("vllm") is None:
-        raise UserError("backend vllm needs the vllm package: pip install 'reprogrid[gpu]' (CUDA machines)",
-                        field=f"models.{gen['model']}.backend")
+        raise UserError("engine vllm needs the vllm package: pip install 'reprogrid[gpu]' (CUDA machines)",
+                        field="factors.engine")
     if not torch.cuda.is_available():
-        raise UserError("backend vllm runs on CUDA only and this machine has no CUDA GPU",
-                        field=f"models.{gen['model']}.backend")
+        raise UserError("engine vllm runs on CUDA only and this machine has no CUDA GPU", field="factors.engine")
     from lm_eval.models.vllm_causallms import VLLM
     from transformers import AutoTokenizer
 
@@ -166,9 +166,11 @@ def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_item
     docs = {t: _load_docs(docs_root, t, gen, n_items) for t in tasks}
     L, k = int(gen["context_length"]), int(gen["num_fewshot"])
     max_length = _max_length(gen, tasks)
-    lm._max_length = max_length  # lm-eval's hf and vllm models both cut the context to this
+    lm._max_length = max_length  # lm-eval's hf and vllm models (and the llama_cpp engine's) cut the context to this
     if hasattr(lm, "batch_size_per_gpu"):  # hf
         lm.batch_size_per_gpu = int(gen["batch_size"])
+    elif hasattr(lm, "_batch_size"):  # llama_cpp (lm-eval's API models): one request at a time
+        lm._batch_size = int(gen["batch_size"])
     else:  # vllm: requests per engine call
         lm.batch_size = int(gen["batch_size"])
     loaded = tm.load([_task_config(t, docs[t], gen, tm) for t in tasks])
@@ -206,7 +208,7 @@ def run_generation(lm, tok, gen: dict, docs_root: Path, tasks: list[str], n_item
 
 
 def _load_settings(gen: dict) -> tuple:
-    return (gen["dtype"], gen["attn_implementation"], gen["quantization"])
+    return (gen["engine"], gen["dtype"], gen["attn_implementation"], gen["quantization"])
 
 
 def _provenance(cfg, gen: dict, model_info: dict, entry: dict, threads: int, memory: dict | None,
@@ -215,13 +217,33 @@ def _provenance(cfg, gen: dict, model_info: dict, entry: dict, threads: int, mem
     return {
         "generation_id": gen["generation_id"], "generation": gen, "config_path": str(cfg.path),
         "config_sha256": cfg.sha256, "code_version": code_version(), "packages": package_versions(),
-        "backend": entry.get("backend", "hf"), "device": entry.get("device", "cpu"),
+        "engine": gen["engine"], "engine_version": engine_version(gen["engine"]), "device": entry.get("device", "cpu"),
         "model": {k: model_info.get(k) for k in ("source", "sha256", "upstream", "weights_sha256",
                                                    "tokenizer_sha256", "quantization", "level", "checkpoint")},
         "seeds": {"data_seed": gen["data_seed"], "lm_eval_seeds": cfg.seed}, "threads": threads,
         "memory_estimate": memory,
         "ruler": {"tasks": list(cfg.ruler["tasks"]), "n_items": int(cfg.ruler["n_items"])}, **details,
     }
+
+
+def _load_engine(stack: contextlib.ExitStack, gen: dict, gens: list[dict], entry: dict, prepared_dir: Path,
+                 tasks: list[str], threads: int, seed: int, device: str):
+    """The lm-eval model (and tokenizer) of one load setting; a llama.cpp server lives until ``stack`` closes."""
+    engine, dtype, attn, quant = _load_settings(gen)
+    longest = max(_max_length(g, tasks) for g in gens if _load_settings(g) == _load_settings(gen))
+    if engine == "vllm":
+        return load_vllm(prepared_dir, entry, gen, max_model_len=longest, seed=seed)
+    if engine == "llama_cpp":
+        from reprogrid.engines.llama_cpp import serve
+
+        # the context window has room for a prompt that llama.cpp's tokenizer makes a few tokens longer
+        return stack.enter_context(serve(prepared_dir, entry.get("llama_cpp") or {}, n_ctx=longest + 64, threads=threads,
+                                         seed=seed, field=f"models.{gen['model']}.llama_cpp", log=log))
+    model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn, quantization=quant,
+                                      device=device)
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1), tok
 
 
 def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_dir: Path,
@@ -235,64 +257,58 @@ def run_model(cfg, prepared_key: str, prepared_dir: Path, docs_root: Path, out_d
         raise UserError(f"no generation of the grid uses prepared model '{prepared_key}'")
     tasks = list(cfg.ruler["tasks"])
     n_items = int(cfg.ruler["n_items"])
+    from reprogrid.engines import check_ready
+
+    check_ready(gens, cfg.models, str(cfg.path))  # before anything is loaded or written
     model_info = models.read_provenance(prepared_dir)
     entry = cfg.models[gens[0]["model"]]
     device = entry.get("device", "cpu")
-    backend = entry.get("backend", "hf")
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict] = {}
     gens.sort(key=lambda g: (_load_settings(g), g["generation_id"]))
-    loaded_key, lm, tok, held_gib = None, None, None, 0.0
-    for i, gen in enumerate(gens, 1):
-        gid = gen["generation_id"]
-        out, meta = out_dir / f"{gid}.parquet", out_dir / f"{gid}.json"
-        if out.exists() and meta.exists():
-            done = json.loads(meta.read_text())
-            if done.get("model", {}).get("weights_sha256") == model_info.get("weights_sha256"):
-                log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: already done, skipped")
-                status[gid] = {"status": "ok", "records": out.name, "resumed": True}
-                continue
-            log(f"[generate] {gid}: stored records were made with other weights; running it again")
-        try:
-            if device == "cuda" and not torch.cuda.is_available():
-                raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
-            if backend != "vllm":  # vLLM sizes its own KV cache (gpu_memory_utilization) and says so
-                memory = models.generation_guard(gen["model"], prepared_dir, gen["dtype"], gen["quantization"],
-                                                 _max_length(gen, tasks), int(gen["batch_size"]), device,
-                                                 held_gib=held_gib)
-            if _load_settings(gen) != loaded_key:
-                lm = tok = None
-                dtype, attn, quant = _load_settings(gen)
-                log(f"[generate] loading {prepared_key} (backend {backend}, dtype {dtype}, attention {attn}, "
-                    f"quantization {quant})")
-                if backend == "vllm":
-                    lm, tok = load_vllm(prepared_dir, entry, gen, max_model_len=max(
-                        _max_length(g, tasks) for g in gens if _load_settings(g) == _load_settings(gen)),
-                        seed=cfg.seed)
-                else:
-                    model, tok = models.load_prepared(prepared_dir, dtype=dtype, attn_implementation=attn,
-                                                      quantization=quant, device=device)
-                    from lm_eval.models.huggingface import HFLM
-
-                    lm = HFLM(pretrained=model, tokenizer=tok, device=device, batch_size=1)
-                    held_gib = memory["weights_gib"] if device == "cpu" else 0.0  # (GPU: total memory is compared)
-                loaded_key = _load_settings(gen)
-            log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
-                f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")
-            records, details = run_generation(lm, tok, gen, docs_root, tasks, n_items,
-                                              out_dir.parent / "lm_eval_cache", cfg.seed)
-            records.insert(0, "generation_id", gid)
-            write_parquet(records, out)
-            write_json(meta, _provenance(cfg, gen, model_info, entry, threads,
-                                         memory if backend != "vllm" else None, details))
-            log(f"[generate] {gid}: {len(records)} samples in {details['seconds']:.0f} s, "
-                f"lm-eval mean {records['lm_eval_score'].mean():.3f}, {details['n_truncated']} truncated")
-            status[gid] = {"status": "ok", "records": out.name}
-        except Exception as exc:  # a failed generation is recorded; the rest of the study goes on
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            log(f"[generate] {gid} FAILED: {reason}")
-            log(traceback.format_exc(limit=3))
-            status[gid] = {"status": "failed", "reason": reason}
+    loaded_key, lm, tok, held_gib, memory = None, None, None, 0.0, None
+    with contextlib.ExitStack() as stack:  # a llama.cpp server started below is stopped on every way out
+        for i, gen in enumerate(gens, 1):
+            gid = gen["generation_id"]
+            out, meta = out_dir / f"{gid}.parquet", out_dir / f"{gid}.json"
+            if out.exists() and meta.exists():
+                done = json.loads(meta.read_text())
+                if done.get("model", {}).get("weights_sha256") == model_info.get("weights_sha256"):
+                    log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: already done, skipped")
+                    status[gid] = {"status": "ok", "records": out.name, "resumed": True}
+                    continue
+                log(f"[generate] {gid}: stored records were made with other weights; running it again")
+            try:
+                if device == "cuda" and not torch.cuda.is_available():
+                    raise UserError(f"model '{gen['model']}' asks for device cuda and this machine has no CUDA GPU")
+                if gen["engine"] == "hf":  # vLLM and llama.cpp size their own caches and say so
+                    memory = models.generation_guard(gen["model"], prepared_dir, gen["dtype"], gen["quantization"],
+                                                     _max_length(gen, tasks), int(gen["batch_size"]), device,
+                                                     held_gib=held_gib)
+                if _load_settings(gen) != loaded_key:
+                    lm = tok = loaded_key = None
+                    stack.close()  # a previous engine's server, if any, stops here
+                    log(f"[generate] loading {prepared_key} (engine {gen['engine']}, dtype {gen['dtype']}, "
+                        f"attention {gen['attn_implementation']}, quantization {gen['quantization']})")
+                    lm, tok = _load_engine(stack, gen, gens, entry, prepared_dir, tasks, threads, cfg.seed, device)
+                    held_gib = memory["weights_gib"] if gen["engine"] == "hf" and device == "cpu" else 0.0
+                    loaded_key = _load_settings(gen)
+                log(f"[generate] {prepared_key} {i}/{len(gens)} {gid}: L={gen['context_length']} "
+                    f"chat={gen['chat_template']} fewshot={gen['num_fewshot']} ({len(tasks)} tasks x {n_items} items)")
+                records, details = run_generation(lm, tok, gen, docs_root, tasks, n_items,
+                                                  out_dir.parent / "lm_eval_cache", cfg.seed)
+                records.insert(0, "generation_id", gid)
+                write_parquet(records, out)
+                write_json(meta, _provenance(cfg, gen, model_info, entry, threads,
+                                             memory if gen["engine"] == "hf" else None, details))
+                log(f"[generate] {gid}: {len(records)} samples in {details['seconds']:.0f} s, "
+                    f"lm-eval mean {records['lm_eval_score'].mean():.3f}, {details['n_truncated']} truncated")
+                status[gid] = {"status": "ok", "records": out.name}
+            except Exception as exc:  # a failed generation is recorded; the rest of the study goes on
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+                log(f"[generate] {gid} FAILED: {reason}")
+                log(traceback.format_exc(limit=3))
+                status[gid] = {"status": "failed", "reason": reason}
     result = {"prepared_key": prepared_key, "generations": status}
     write_json(manifest, result)
     return result

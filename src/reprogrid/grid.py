@@ -91,7 +91,7 @@ def _expand(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict]]:
         gen_key = tuple(levels[k] for k in generation_factors())
         if gen_key not in runs:
             params = generation_params(cfg, levels)
-            params["prepared_key"] = prepared_key(levels["model"], levels["quantization"])
+            params["prepared_key"] = prepared_key(levels["model"], levels["quantization"], levels["engine"])
             runs[gen_key] = (generation_id(cfg, params), params)
         gid, params = runs[gen_key]
         row = {name: levels[name] for name in listed}

@@ -20,6 +20,15 @@ PACKAGES = ("reprogrid", "torch", "transformers", "lm_eval", "datasets", "gguf",
             "bitsandbytes", "gptqmodel", "autoawq")
 
 
+# engine (the `engine` factor's levels) -> the distribution whose version a generation records
+ENGINE_PACKAGES = {"hf": "transformers", "llama_cpp": "llama_cpp_python", "vllm": "vllm"}
+
+
+def engine_version(engine: str) -> str | None:
+    """The installed version of the package behind an engine (None: not installed)."""
+    return package_versions().get(ENGINE_PACKAGES[engine])
+
+
 @functools.cache
 def package_versions() -> dict:
     """Installed versions of the packages that can change a result (None: not installed)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reprogrid import grid
-from reprogrid.catalogue import CHECKPOINT_LEVELS, GPU_LEVELS, factor_catalogue
+from reprogrid.catalogue import (CHECKPOINT_LEVELS, GGUF_ENGINE_LEVELS, GGUF_ENGINES, GPU_LEVELS,
+                                 factor_catalogue)
 from reprogrid.claims import load_claims
 from reprogrid.config import Config, all_levels, load_config
 from reprogrid.errors import UserError
@@ -42,23 +43,22 @@ def check_claim_pair(cfg: Config) -> None:
 
 
 def check_gpu_settings(cfg: Config) -> None:
-    """GPU-only settings must be coherent (device, checkpoints, backend). Whether this machine has a GPU is
+    """GPU-only settings must be coherent (device, checkpoints, engine). Whether this machine has a GPU is
     not asked here: a cluster's login node parses the config for GPU nodes (see gpu_needs)."""
     where = str(cfg.path)
-    default_attn = factor_catalogue()["attn_implementation"].default
     seen = set()
     for g in grid.generations(cfg).values():
         slug, q = g["model"], g["quantization"]
-        key = (slug, q, g["attn_implementation"])
+        key = (slug, q, g["engine"], g["attn_implementation"], g["dtype"], g["batch_size"])
         if key in seen:
             continue
         seen.add(key)
         entry = cfg.models[slug]
-        device, backend = entry.get("device", "cpu"), entry.get("backend", "hf")
+        device = entry.get("device", "cpu")
         if q in GPU_LEVELS and device != "cuda":
             raise UserError(f"quantization '{q}' runs on CUDA only and model '{slug}' has device {device}; set "
                             f"models.{slug}.device: cuda or exclude the pair", field=f"{where}: models.{slug}.device")
-        if q in CHECKPOINT_LEVELS:
+        if q in CHECKPOINT_LEVELS and g["engine"] not in GGUF_ENGINES:
             ck = (entry.get("quantized") or {}).get(q)
             if not ck or not ({"id", "path"} & set(ck)):
                 raise UserError(f"'{q}' uses the official pre-quantized checkpoint of '{slug}': set its "
@@ -67,18 +67,41 @@ def check_gpu_settings(cfg: Config) -> None:
             if "id" in ck and not ck.get("revision"):
                 raise UserError("a hub checkpoint needs a pinned `revision` (commit hash or tag)",
                                 field=f"{where}: models.{slug}.quantized.{q}.revision")
-        if backend == "vllm":
-            if device != "cuda":
-                raise UserError(f"backend vllm runs on CUDA only; set models.{slug}.device: cuda or use backend hf",
-                                field=f"{where}: models.{slug}.backend")
-            if q in {"int8_dynamic", "bnb_8bit"}:
-                raise UserError(f"quantization '{q}' has no vLLM path (torch dynamic int8 / 8-bit bitsandbytes); "
-                                f"use backend hf for model '{slug}' or drop the level",
-                                field=f"{where}: models.{slug}.backend")
-            if g["attn_implementation"] != default_attn:
-                raise UserError(f"vLLM chooses its own attention backend: attn_implementation "
-                                f"'{g['attn_implementation']}' would be a no-op for model '{slug}'; keep "
-                                f"[{default_attn}] or use backend hf", field=f"{where}: factors.attn_implementation")
+        check_engine(g, entry, where)
+
+
+def check_engine(g: dict, entry: dict, where: str) -> None:
+    """One generation's engine against its model entry and generation settings: what an engine cannot run,
+    or where a factor would be a silent no-op, is refused in one line before any job starts."""
+    slug, q, engine = g["model"], g["quantization"], g["engine"]
+    device = entry.get("device", "cpu")
+    cat = factor_catalogue()
+    if engine == "vllm":
+        if device != "cuda":
+            raise UserError(f"engine vllm runs on CUDA only and model '{slug}' has device {device}; set "
+                            f"models.{slug}.device: cuda or use engine hf", field=f"{where}: factors.engine")
+        if q in {"int8_dynamic", "bnb_8bit"}:
+            raise UserError(f"quantization '{q}' has no vLLM path (torch dynamic int8 / 8-bit bitsandbytes); "
+                            f"use engine hf for model '{slug}' or drop the level", field=f"{where}: factors.engine")
+    if engine in GGUF_ENGINES:
+        if entry["source"] not in {"embedded", "gguf"}:
+            raise UserError(f"engine {engine} runs GGUF files and model '{slug}' has source {entry['source']}; "
+                            "use a gguf or embedded source or exclude the pair", field=f"{where}: factors.engine")
+        if device != "cpu":
+            raise UserError(f"engine {engine} runs on CPU here (llama-cpp-python is built without CUDA) and model "
+                            f"'{slug}' has device {device}; use engine vllm or hf on CUDA", field=f"{where}: factors.engine")
+        if q not in GGUF_ENGINE_LEVELS:
+            raise UserError(f"quantization '{q}' has no llama.cpp file type; engine {engine} takes "
+                            f"{', '.join(sorted(GGUF_ENGINE_LEVELS))}", field=f"{where}: factors.quantization")
+        if int(g["batch_size"]) != 1:
+            raise UserError(f"engine {engine} serves one request at a time: batch_size {g['batch_size']} would be "
+                            "a no-op; keep [1]", field=f"{where}: factors.batch_size")
+    if engine != "hf":  # the engine picks its own kernels: these transformers settings would be no-ops
+        for name in ("attn_implementation",) + (("dtype",) if engine in GGUF_ENGINES else ()):
+            if g[name] != cat[name].default:
+                raise UserError(f"engine {engine} chooses its own {name.replace('_', ' ')}: {name} '{g[name]}' "
+                                f"would be a no-op for model '{slug}'; keep [{cat[name].default}] or use engine hf",
+                                field=f"{where}: factors.{name}")
 
 
 def gpu_needs(cfg: Config) -> list[str]:

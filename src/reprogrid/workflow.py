@@ -119,6 +119,17 @@ class StudyWorkflow:
     def gpu_needs(self) -> list[str]:
         return gpu_needs(self.cfg)
 
+    def engine_problem(self) -> str | None:
+        """Why an engine of this study cannot run on this machine (package missing, port in use), or None."""
+        from reprogrid.engines import check_ready
+        from reprogrid.errors import UserError
+
+        try:
+            check_ready(self.gens.values(), self.cfg.models, self.config_path)
+        except UserError as exc:
+            return str(exc)
+        return None
+
     def embedded_gguf(self, slug: str) -> list[str]:
         """The joined GGUF a model or tokenizer slug needs, if it comes from the embedded mirror."""
         cfg = self.cfg

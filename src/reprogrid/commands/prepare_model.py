@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from reprogrid import models
+    from reprogrid.catalogue import gguf_weights_level
     from reprogrid.errors import UserError
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -39,6 +40,10 @@ def run(args) -> int:
         raise UserError(f"unknown model '{args.model}'", field="--model")
     entry = cfg.models[args.model]
     models.check_source(args.model, entry)
-    info = models.prepare(args.model, entry, args.quantization, cfg.resources, Path(args.out), log=log)
+    level = gguf_weights_level(args.quantization)
+    if level is not None:  # a prepared GGUF for an engine that runs GGUF files (llama_cpp)
+        info = models.prepare_gguf(args.model, entry, level, cfg.resources, Path(args.out), threads=cfg.threads, log=log)
+    else:
+        info = models.prepare(args.model, entry, args.quantization, cfg.resources, Path(args.out), log=log)
     print(json.dumps({k: info[k] for k in ("prepared_key", "weights_sha256")}))
     return 0

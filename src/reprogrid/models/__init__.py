@@ -18,7 +18,9 @@ Quantization levels that run on CPU are *weight* quantization: every 2-D weight 
 with gguf-py's reference quantizers (the same block formats llama.cpp uses) and dequantized back, so
 the model computes with exactly the weights a Q8_0/Q4_0/... file would hold. ``int8_dynamic`` is torch's
 dynamic int8 quantization of nn.Linear, applied at load time. GPU-only levels (GPTQ, AWQ, bitsandbytes)
-are applied by their libraries at load time on CUDA machines.
+are applied by their libraries at load time on CUDA machines. For an engine that runs GGUF files
+(``engine: llama_cpp``) the prepared model is ``model.gguf`` instead: the source file as is, or a file of
+the level made by llama.cpp's own quantizer, so the level is the kernels a GGUF user runs.
 
 Modules: ``sources`` (embedded mirrors, source resolution and loading), ``quantize`` (weight
 quantization, fidelity, GPU-level checks), ``memory`` (memory estimates and guards), ``prepared``
@@ -27,15 +29,17 @@ quantization, fidelity, GPU-level checks), ``memory`` (memory estimates and guar
 
 from reprogrid.models.memory import (DTYPE_BYTES, estimate_params, generation_guard, kv_cache_bytes,
                                      memory_guard)
-from reprogrid.models.prepared import (load_prepared, prepare, prepare_checkpoint, read_provenance,
+from reprogrid.models.prepared import (load_prepared, prepare, prepare_checkpoint, prepare_gguf, read_provenance,
                                        weights_digest)
-from reprogrid.models.quantize import GPU_LIBRARIES, KL_TEXT, check_gpu_level, fidelity, quantize_weights
+from reprogrid.models.quantize import (GPU_LIBRARIES, KL_TEXT, check_gpu_level, fidelity, quantize_gguf,
+                                       quantize_weights)
 from reprogrid.models.sources import (EMBEDDED, PIP_NAMES, EmbeddedModel, apply_rope_scaling, check_source,
-                                      hub_offline_message, join_embedded, load_source)
+                                      gguf_source, hub_offline_message, join_embedded, load_source)
 
 __all__ = [
     "DTYPE_BYTES", "EMBEDDED", "GPU_LIBRARIES", "KL_TEXT", "PIP_NAMES", "EmbeddedModel", "apply_rope_scaling",
     "check_gpu_level", "check_source", "estimate_params", "fidelity", "generation_guard", "hub_offline_message",
     "join_embedded", "kv_cache_bytes", "load_prepared", "load_source", "memory_guard", "prepare",
-    "prepare_checkpoint", "quantize_weights", "read_provenance", "weights_digest",
+    "prepare_checkpoint", "prepare_gguf", "quantize_gguf", "quantize_weights", "read_provenance",
+    "weights_digest", "gguf_source",
 ]

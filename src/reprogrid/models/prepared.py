@@ -11,16 +11,16 @@ from reprogrid.catalogue import BNB_LEVELS, CHECKPOINT_LEVELS, GGUF_LEVELS, GPU_
 from reprogrid.errors import UserError
 from reprogrid.io import sha256_file, write_json
 from reprogrid.models.memory import memory_guard
-from reprogrid.models.quantize import check_gpu_level, fidelity, quantize_weights
-from reprogrid.models.sources import apply_rope_scaling, load_source, source_config, source_dir
+from reprogrid.models.quantize import check_gpu_level, fidelity, quantize_gguf, quantize_weights
+from reprogrid.models.sources import apply_rope_scaling, gguf_source, load_source, source_config, source_dir
 
 
 def weights_digest(directory: Path) -> str:
-    """sha256 over the safetensors files of a prepared directory (sorted by name)."""
+    """sha256 over the safetensors (or GGUF) files of a prepared directory (sorted by name)."""
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted(directory.glob("*.safetensors")):
+    for f in sorted([*directory.glob("*.safetensors"), *directory.glob("*.gguf")]):
         h.update(f.name.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
@@ -64,6 +64,32 @@ def prepare(slug: str, entry: dict, quantization: str, resources: Path, out_dir:
     log(f"[models] saving {out_dir}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    return _finish_prepared(tmp, out_dir, info)
+
+
+def prepare_gguf(slug: str, entry: dict, quantization: str, resources: Path, out_dir: Path, threads: int = 1,
+                 log=print) -> dict:
+    """The prepared GGUF of (model, level) for an engine that runs GGUF files (llama_cpp): ``model.gguf`` (the
+    source file linked as is for ``source``, else made by llama.cpp's quantizer from it), the tokenizer as a
+    transformers directory (lm-eval sizes and templates prompts with it) and the provenance."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    gguf, info = gguf_source(slug, entry, resources, log=log)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if quantization == "source":
+        os.symlink(gguf.resolve(), tmp / "model.gguf")
+        info["quantization"] = {"method": "the GGUF file as the source provides it"}
+    else:
+        log(f"[models] {slug}: llama.cpp quantizer -> {quantization}")
+        info["quantization"] = quantize_gguf(gguf, tmp / "model.gguf", quantization, threads=threads)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
+    info.update(model=slug, level=quantization, engine_format="gguf",
+                prepared_key=prepared_key(slug, quantization, engine="llama_cpp"))
     return _finish_prepared(tmp, out_dir, info)
 
 

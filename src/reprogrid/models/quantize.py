@@ -80,3 +80,28 @@ def check_gpu_level(quantization: str, device: str, field: str = "factors.quanti
     module, pip_name = GPU_LIBRARIES[family]
     if importlib.util.find_spec(module) is None:
         raise UserError(f"quantization '{quantization}' needs {pip_name}: pip install 'reprogrid[gpu]'", field=field)
+
+
+def quantize_gguf(src, dst, level: str, threads: int = 1) -> dict:
+    """A GGUF file of ``level`` (q8_0, q4_0, f16, ...) made from ``src`` by llama.cpp's own quantizer
+    (``llama_model_quantize``; a quantized source is dequantized first, ``allow_requantize``): the file type a
+    GGUF user runs, with llama.cpp's choice of which tensors keep a higher precision."""
+    import ctypes
+    import time
+
+    from reprogrid.engines import require_engine
+
+    llama_cpp = require_engine("llama_cpp")
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{GGUF_LEVELS[level]}", None)
+    if ftype is None:
+        raise UserError(f"this llama.cpp has no file type {GGUF_LEVELS[level]}", field="factors.quantization")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = int(threads)
+    params.allow_requantize = True
+    t0 = time.time()
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({src} -> {GGUF_LEVELS[level]}) returned {rc}")
+    return {"method": "llama.cpp llama_model_quantize (allow_requantize)", "ftype": GGUF_LEVELS[level],
+            "seconds": round(time.time() - t0, 1)}

@@ -153,6 +153,24 @@ def _load_from_gguf(gguf_path: Path, dtype):
     return model, tok
 
 
+def gguf_source(slug: str, entry: dict, resources: Path, log=print) -> tuple[Path, dict]:
+    """The verified GGUF file of an ``embedded`` or ``gguf`` source and its provenance."""
+    if entry["source"] == "embedded":
+        spec = EMBEDDED[entry["embedded"]]
+        gguf = join_embedded(spec, resources / "gguf" / spec.upstream_file, log=log)
+        return gguf, {"source": "embedded", "sha256": spec.sha256, "license": spec.license,
+                      "upstream": f"{spec.upstream_repo}@{spec.upstream_revision}/{spec.upstream_file}",
+                      "source_quantization": "Q4_K_M"}
+    if entry["source"] != "gguf":
+        raise UserError(f"source '{entry['source']}' is not a GGUF file", field=f"models.{slug}.source")
+    path = Path(entry["path"])
+    digest = sha256_file(path)
+    if entry.get("sha256") and entry["sha256"] != digest:
+        raise UserError(f"sha256 of {path} is {digest}, expected {entry['sha256']}; refusing to use it",
+                        field=f"models.{slug}.sha256")
+    return path, {"source": "gguf", "sha256": digest, "path": str(path)}
+
+
 def load_source(slug: str, entry: dict, resources: Path, log=print):
     """Load a config model entry as a float32 transformers model + tokenizer. Returns (model, tok, info)."""
     import torch
@@ -164,21 +182,11 @@ def load_source(slug: str, entry: dict, resources: Path, log=print):
         log(f"[models] WARNING: models.{slug}.trust_remote_code is true: code from the model repo will run")
     info: dict = {"source": src}
     t0 = time.time()
-    if src == "embedded":
-        spec = EMBEDDED[entry["embedded"]]
-        gguf = join_embedded(spec, resources / "gguf" / spec.upstream_file, log=log)
-        info.update(sha256=spec.sha256, upstream=f"{spec.upstream_repo}@{spec.upstream_revision}/"
-                    f"{spec.upstream_file}", source_quantization="Q4_K_M", license=spec.license)
-        log(f"[models] loading {spec.upstream_file} through transformers' GGUF path (dequantizes to fp32)")
+    if src in ("embedded", "gguf"):
+        gguf, found = gguf_source(slug, entry, resources, log=log)
+        info.update({k: v for k, v in found.items() if k != "source"})
+        log(f"[models] loading {gguf.name} through transformers' GGUF path (dequantizes to fp32)")
         model, tok = _load_from_gguf(gguf, torch.float32)
-    elif src == "gguf":
-        path = Path(entry["path"])
-        digest = sha256_file(path)
-        if entry.get("sha256") and entry["sha256"] != digest:
-            raise UserError(f"sha256 of {path} is {digest}, expected {entry['sha256']}; refusing to use it",
-                            field=f"models.{slug}.sha256")
-        info.update(sha256=digest, path=str(path))
-        model, tok = _load_from_gguf(path, torch.float32)
     elif src == "local_dir":
         path = Path(entry["path"])
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust)
