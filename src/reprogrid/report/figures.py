@@ -105,8 +105,10 @@ def fig_variance_shares(attr: dict) -> Figure:
         hi = np.array([r["share"].hi * 100 if r["share"].has_ci else np.nan for r in rows])
         has = np.isfinite(lo)
         if has.any():
-            ax.errorbar(vals[has], y[has], xerr=[vals[has] - lo[has], hi[has] - vals[has]], fmt="none",
-                        ecolor=BLACK, elinewidth=1.2, capsize=4, label="95% bootstrap interval")
+            # drawn from its own ends: an interval for the population share need not contain the raw share
+            mid, half = (lo[has] + hi[has]) / 2, (hi[has] - lo[has]) / 2
+            ax.errorbar(mid, y[has], xerr=half, fmt="none", ecolor=BLACK, elinewidth=1.2, capsize=4,
+                        label="95% interval")
         fl = np.array([r["floor"] * 100 if finite(r["floor"]) else np.nan for r in rows])
         if np.isfinite(fl).any():
             ax.scatter(fl, y, marker="|", s=260, color=VERMILLION, linewidths=2.2, zorder=5,
