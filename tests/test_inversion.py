@@ -108,3 +108,18 @@ def test_too_large_a_design_keeps_the_normal_interval_and_says_so(monkeypatch):
     se = cal["se"]["A"]
     assert t.loc["A", "adj_ci_high"] == pytest.approx(t.loc["A", "shapley_adj"] + z * se, rel=1e-9)
     assert t.loc["A", "shapley_adj"] == f.loc["A", "shapley_adj"]  # the estimate does not depend on the interval
+
+
+def test_response_without_within_cell_variance_gets_intervals_not_a_crash():
+    """Regression (CI of 6560faf): a response that is constant within cells (a per-task quantity such as a
+    predicted speed-up) has zero total sum of squares in the world lam = 0 of the residual, so every
+    replicate's share there is 0/0. That world is untested; the others still give an interval, and with no
+    item noise at all every replicate equals the data, so the interval holds the estimate."""
+    df = grid(7, n_items=6)
+    df["y"] = 2.0 * df.A + 1.0 * df.B  # no item term, no noise; exact in binary, so the 0/0 is exact
+    res = attribute(df, "y", ["A", "B"], item="item", bootstrap=10, seed=1, noise_floor_permutations=0)
+    tab = res.table.set_index("effect")
+    for eff in ("A", "B"):
+        low, est, high = tab.loc[eff, ["adj_ci_low", "shapley_adj", "adj_ci_high"]]
+        assert low - 1e-9 <= est <= high + 1e-9, (eff, low, est, high)
+    assert tab.loc["A", "shapley_adj"] > tab.loc["B", "shapley_adj"] > 0

@@ -101,9 +101,14 @@ def _invert(world: _World, estimate: float, alpha: float, sign: float) -> tuple[
     L = float(ends[int(np.argmax(ok))] if ok.any() else ends[-1])
     lam = np.linspace(-L, L, GRID)
     T = sign * world.shares(lam)
-    R = T[:, 1:]
-    R = R[:, np.all(np.isfinite(R), axis=0)]
-    q = np.quantile(R, [alpha, 1 - alpha], axis=1)  # (2, P)
+    # a replicate's share is undefined (0/0) in a world where its total sum of squares vanishes, e.g. at
+    # lam = 0 for a response without within-cell variance: such a world is tested on the replicates that
+    # define it, and a world that fewer than two replicates define is not tested (never accepted)
+    R = np.where(np.isfinite(T[:, 1:]), T[:, 1:], np.nan)
+    defined = np.sum(np.isfinite(R), axis=1) >= 2
+    q = np.full((2, len(lam)), np.nan)
+    if defined.any():
+        q[:, defined] = np.nanquantile(R[defined], [alpha, 1 - alpha], axis=1)
     theta = T[:, 0]
     accept = (q[0] <= e) & (e <= q[1])
     values = [theta[accept]]
@@ -118,7 +123,9 @@ def _invert(world: _World, estimate: float, alpha: float, sign: float) -> tuple[
     v = np.concatenate(values)
     v = v[np.isfinite(v)]
     if not len(v):  # no world accepts (the estimate lies outside every world's central range): the closest
-        gap = np.nanmin(np.abs(q - e), axis=0)
+        gap = np.abs(q - e)
+        gap = np.where(np.isfinite(gap).any(axis=0), np.nanmin(np.where(np.isfinite(gap), gap, np.inf), axis=0),
+                       np.nan)
         v = np.array([theta[int(np.nanargmin(gap))]]) if np.isfinite(gap).any() else np.array([np.nan])
     v = sign * v
     return float(np.min(v)), float(np.max(v))
