@@ -106,6 +106,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """Run the `reprogrid` command in this process (``reprogrid.cli.main``, what ``python -m reprogrid``
+    calls), with the same result object as ``run_cli``. For the many bad-input cases: a subprocess costs a
+    second of interpreter and import start-up each. An exception that the command would print as a traceback
+    propagates and fails the test; the real entry point keeps its own subprocess tests (``run_cli``)."""
+    import contextlib
+    import io
+
+    from reprogrid.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse: usage errors and --help
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(["reprogrid", *args], rc, out.getvalue(), err.getvalue())
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -127,4 +146,4 @@ def snakemake(workdir: Path, *args: str, timeout: int = 3000, env: dict | None =
         env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], **(env or {})})
 
 
-__all__ = ["REPO", "run_cli", "write_config", "snakemake", "make_tiny_qwen2", "byte_tokenizer", "shutil"]
+__all__ = ["REPO", "run_cli", "run_main", "write_config", "snakemake", "make_tiny_qwen2", "byte_tokenizer", "shutil"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_main
 from reprogrid.catalogue import factor_catalogue, generation_factors, scoring_factors
 from reprogrid.study import load_study
 from reprogrid.errors import UserError
@@ -96,7 +96,7 @@ def test_grid_cli_prints_tsv(tmp_path):
     assert len(lines) == 33
     assert "\tfalse\t" in lines[1]
     out = tmp_path / "cells.tsv"
-    assert run_cli("grid", "--config", str(p), "--out", str(out)).returncode == 0
+    assert run_main("grid", "--config", str(p), "--out", str(out)).returncode == 0
     assert out.read_text() == res.stdout
 
 
@@ -147,7 +147,7 @@ def test_bad_config_gives_one_clear_line_and_no_output(tmp_path, name, data, exp
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump(data))
     out = tmp_path / "cells.tsv"
-    res = run_cli("grid", "--config", str(p), "--out", str(out))
+    res = run_main("grid", "--config", str(p), "--out", str(out))
     assert res.returncode == 2, (name, res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
@@ -165,7 +165,7 @@ def test_bad_config_gives_one_clear_line_and_no_output(tmp_path, name, data, exp
 def test_malformed_yaml(tmp_path, text, expected):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
-    res = run_cli("grid", "--config", str(p))
+    res = run_main("grid", "--config", str(p))
     assert res.returncode == 2
     assert expected in res.stderr and len(res.stderr.strip().splitlines()) == 1
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, run_main
 from reprogrid import designs, grid
 from reprogrid.attribution import attribute
 from reprogrid.attribution.incomplete import estimate
@@ -59,7 +57,7 @@ def test_full_design_gives_the_same_cells_and_ids(tmp_path):
     assert grid.design_plan(a) is None and grid.design_plan(b) is None
 
 
-def test_gpu_fractional_study_runs_a_third_of_the_full_ids_and_states_the_aliases(tmp_path):
+def test_gpu_fractional_study_runs_a_third_of_the_full_ids_and_states_the_aliases(tmp_path, monkeypatch):
     full = grid.expand(load_config(GPU))
     frac = grid.expand(load_config(GPU_FRACTIONAL))
     ids_full, ids_frac = set(full["generation_id"]), set(frac["generation_id"])
@@ -67,8 +65,8 @@ def test_gpu_fractional_study_runs_a_third_of_the_full_ids_and_states_the_aliase
     # scoring factors stay fully crossed: every run has every (metric, split)
     assert (frac.groupby("generation_id").size() == 4).all()
     out = tmp_path / "aliases.json"
-    res = subprocess.run([sys.executable, "-m", "reprogrid", "grid", "--config", str(GPU_FRACTIONAL),
-                          "--aliases", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    monkeypatch.chdir(REPO)
+    res = run_main("grid", "--config", str(GPU_FRACTIONAL), "--aliases", str(out))
     assert res.returncode == 0, res.stderr
     assert len(set(line.split("\t")[-1] for line in res.stdout.splitlines()[1:])) == len(ids_frac)
     assert f"{len(ids_frac)} of {len(ids_full)} generation runs" in res.stderr
@@ -144,8 +142,7 @@ def test_bad_designs_are_one_line_errors_before_any_work(tmp_path, design, facto
     with pytest.raises(UserError) as e:
         grid.expand(load_config(path))
     assert field in str(e.value) and text in str(e.value)
-    res = subprocess.run([sys.executable, "-m", "reprogrid", "grid", "--config", str(path)], capture_output=True,
-                         text=True, cwd=REPO, timeout=120)
+    res = run_main("grid", "--config", str(path))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith(f"error: {path}: ") and len(res.stderr.strip().splitlines()) == 1
 
@@ -253,9 +250,9 @@ def test_estimate_cli_writes_its_four_files(tmp_path):
     rng = np.random.default_rng(2)
     rows = rows_of(half_fraction(), 4, 0.5, rng)
     rows.to_csv(tmp_path / "in.csv", index=False)
-    res = subprocess.run([sys.executable, "-m", "reprogrid", "estimate", str(tmp_path / "in.csv"), "--response", "y",
-                          "--factors", ",".join(f"f{j}" for j in range(6)), "--draws", "20", "--noise-draws", "10",
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    res = run_main("estimate", str(tmp_path / "in.csv"), "--response", "y", "--factors",
+                   ",".join(f"f{j}" for j in range(6)), "--draws", "20", "--noise-draws", "10",
+                   "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
     for name in ("design_shares.csv", "design_shares.json", "predicted_cells.csv", "holdout.csv"):
         assert (tmp_path / "out" / name).is_file()
@@ -282,7 +279,6 @@ def test_adaptive_rounds_grow_the_grid_up_to_the_budget(tmp_path, monkeypatch):
     names = [*five, "metric"]
     rng = np.random.default_rng(0)
     seen, messages = [], []
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
     for _ in range(4):
         cells = grid.expand(load_config(cfg.path))
         seen.append(set(cells["generation_id"]))
@@ -292,8 +288,7 @@ def test_adaptive_rounds_grow_the_grid_up_to_the_budget(tmp_path, monkeypatch):
         out = tmp_path / "results-tiny" / "attribution" / "design"
         out.mkdir(parents=True, exist_ok=True)
         res.predicted.to_csv(out / "predicted_cells.csv", index=False)
-        r = subprocess.run([sys.executable, "-m", "reprogrid", "adapt", "--config", str(cfg.path)],
-                           capture_output=True, text=True, timeout=120, env=env)
+        r = run_main("adapt", "--config", str(cfg.path))
         assert r.returncode == 0, r.stderr
         messages.append(r.stdout)
     assert [len(s) for s in seen] == [8, 12, 16, 16]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from reprogrid import grid
 from reprogrid.catalogue import gguf_weights_level, prepared_key
 from reprogrid.engines import check_ready
@@ -76,7 +76,7 @@ def test_bad_engine_settings_get_one_line(tmp_path, change, field, words):
         load_study(write(tmp_path, d))
     assert field in str(e.value) and "\n" not in str(e.value)
     # and on the command line: one line, exit code 2, no traceback
-    r = run_cli("grid", "--config", str(tmp_path / "c.yaml"))
+    r = run_main("grid", "--config", str(tmp_path / "c.yaml"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
     assert field in r.stderr and "Traceback" not in r.stderr
 
@@ -84,7 +84,7 @@ def test_bad_engine_settings_get_one_line(tmp_path, change, field, words):
 def test_old_backend_key_is_refused(tmp_path):
     d = copy.deepcopy(BASE)
     d["models"]["m"]["backend"] = "vllm"
-    r = run_cli("grid", "--config", str(write(tmp_path, d)))
+    r = run_main("grid", "--config", str(write(tmp_path, d)))
     assert r.returncode == 2 and "backend" in r.stderr and r.stderr.strip().count("\n") == 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, write_config
+from conftest import run_cli, run_main, write_config
 from reprogrid.errors import UserError
 from reprogrid.pitfalls import Setting, best_to_worst, check_reference, measure, path_answer, single_mistake_answer
 
@@ -140,7 +140,7 @@ def test_cli_writes_the_table_and_refuses_a_bad_section(tmp_path):
     assert details["bootstrap"] == 200 and "population" in details["interval"]
     assert details["answer"] in res.stdout
     bad = write_config(tmp_path / "bad.yaml", CONFIG.format(pitfalls="{reference: {answer_prefix: lost}}"))
-    res = run_cli("pitfalls", "--config", str(bad), "--samples", str(tmp_path / "samples.parquet"),
+    res = run_main("pitfalls", "--config", str(bad), "--samples", str(tmp_path / "samples.parquet"),
                   "--cells", str(tmp_path / "cells.parquet"), "--out", str(tmp_path / "bad-out"))
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0 and "pitfalls.reference.answer_prefix" in res.stderr
