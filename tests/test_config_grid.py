@@ -171,7 +171,7 @@ def test_malformed_yaml(tmp_path, text, expected):
 
 
 def test_missing_config_file(tmp_path):
-    res = run_cli("grid", "--config", str(tmp_path / "none.yaml"))
+    res = run_main("grid", "--config", str(tmp_path / "none.yaml"))
     assert res.returncode == 2 and "file not found" in res.stderr
 
 

@@ -164,3 +164,27 @@ def test_four_items_never_make_an_effect():
     samples.loc[samples["cell_id"].isin(cells.loc[cells["answer_prefix"] == "dropped", "cell_id"]), "score"] = 0.0
     r = measure(samples, cells, LISTED, Setting({"answer_prefix": "kept"}, 200, 0))["rows"][0]
     assert r["p_value"] == pytest.approx(2 / 256) and r["verdict"].startswith("an effect")
+
+
+def test_best_and_worst_cells_are_scored_on_the_whole_item_set():
+    """A scoring factor that keeps a subset of the items (split: vt) must not make an easy subset the "best"
+    cell: the answer prefix breaks only CWE items here, so from a VT-only best cell it would cost nothing.
+    (The default study of dee4801 reported "answer_prefix=dropped: a change of +0.0" from a split=niah cell.)"""
+    rng = np.random.default_rng(3)
+    n = 20
+    cwe_ok = rng.random(n) < 0.9
+    broken = rng.random(n) < 0.8
+    cells, rows = [], []
+    for i, (ap, split) in enumerate(itertools.product(["kept", "dropped"], ["all", "vt"])):
+        cid = f"c{i}"
+        cells.append({"cell_id": cid, "answer_prefix": ap, "split": split, "status": "ok"})
+        for j in range(n):
+            rows.append({"cell_id": cid, "task": "vt", "item_id": str(j), "score": 1.0})
+            if split == "all":
+                y = float(cwe_ok[j] and not (ap == "dropped" and broken[j]))
+                rows.append({"cell_id": cid, "task": "cwe", "item_id": str(j), "score": y})
+    samples, cells = pd.DataFrame(rows), pd.DataFrame(cells)
+    res = measure(samples, cells, ["answer_prefix", "split"], Setting({"answer_prefix": "kept"}, 300, 1))
+    assert res["best"]["levels"]["split"] == "all" and res["worst"]["levels"]["split"] == "all"
+    row = next(r for r in res["rows"] if r["factor"] == "answer_prefix")
+    assert row["drop"] < -0.2 and row["drop_high"] < 0

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, byte_tokenizer, run_cli
+from conftest import REPO, byte_tokenizer, run_main
 from reprogrid.cli import main
 from reprogrid.study import load_study
 from reprogrid.errors import UserError
@@ -92,7 +92,7 @@ def test_bad_specdec_section_is_one_line_naming_the_field(tmp_path, capsys, chan
 
 def test_bad_section_through_the_real_command(tmp_path):
     path = write(tmp_path, base_config(tmp_path, gamma=[-1]))
-    res = run_cli("grid", "--config", str(path))
+    res = run_main("grid", "--config", str(path))
     assert res.returncode == 2 and "specdec.gamma[0]" in res.stderr and res.stderr.count("\n") == 1
 
 

@@ -4,12 +4,14 @@ A study names its pitfall factors and the *reference* (correct) level of each in
 e.g. ``{answer_prefix: kept, template_family: own, max_gen_toks: 0}``. From the scored grid:
 
 * the **best reference cell** ``b``: the highest-scoring cell with every pitfall factor at its reference level
-  (the other factors free);
+  (the other factors free), among the cells scored on the most items: a scoring factor that keeps a subset of
+  the items (``split: niah``) would otherwise pick an easy subset as "best", and every comparison from it
+  (a mistake that only breaks the other tasks, the path to the worst cell) would mix item sets;
 * for each pitfall level ``l`` of factor ``F``, **from the best**: the cell equal to ``b`` except ``F = l`` (one
   mistake made on the best protocol), its score and the paired difference to ``b``;
 * **marginal**: over every reference cell whose ``F = l`` twin exists (all other factors equal), the paired
   difference of the two equal-weight means: the mistake's average effect across the rest of the grid;
-* the **worst cell** of the grid, and which mistakes it carries;
+* the **worst cell** of the grid (among the same widest-item-set cells), and which mistakes it carries;
 * the **path** from the best reference cell to the worst cell: :func:`reprogrid.explain.explain` splits the
   gap between them into exact Shapley contributions of the factors on which they differ (pitfall factors,
   context length, metric...), each with its item-bootstrap interval and paired test; cells the design did not
@@ -105,12 +107,17 @@ def measure(samples: pd.DataFrame, cells: pd.DataFrame, listed: list[str], s: Se
         at_ref &= text[f] == level_text(ref)
     if not at_ref.any():
         raise UserError("no scored cell has every pitfall factor at its reference level", field="pitfalls.reference")
-    ref_cells = ok.loc[at_ref, "cell_id"].astype(str)
+    widest = max(boot.n_items[str(c)] for c in ok["cell_id"])
+    full = ok["cell_id"].astype(str).map(lambda c: boot.n_items[c] == widest)
+    if not (at_ref & full).any():
+        raise UserError(f"no cell scored on all {widest} items has every pitfall factor at its reference level",
+                        field="pitfalls.reference")
+    ref_cells = ok.loc[at_ref & full, "cell_id"].astype(str)
     best = max(ref_cells, key=lambda c: (score[c], c))
     rows = [_row(boot, per_item, ok, text, f, level_text(ref), lv, best)
             for f, ref in s.reference.items()
             for lv in sorted(set(text[f]) - {level_text(ref)})]
-    worst = min(ok["cell_id"].astype(str), key=lambda c: (score[c], c))
+    worst = min(ok.loc[full, "cell_id"].astype(str), key=lambda c: (score[c], c))
     return {"rows": rows, "best": _cell_info(boot, ok, text, best, s.reference),
             "worst": _cell_info(boot, ok, text, worst, s.reference)}
 
