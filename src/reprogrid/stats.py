@@ -188,6 +188,7 @@ class ItemBootstrap:
         aggregation = aggregation or {}
         use_task = np.array([aggregation.get(c, default) == "task_mean" for c in self.cells], dtype=bool)
         self.reps = np.where(use_task[None, :], task_mean, item_mean)
+        self._S, self._valid, self._task, self._use_task = S0, valid, item_task, use_task
         self.pos = {c: i for i, c in enumerate(self.cells)}
         self.n_items = dict(zip(self.cells, valid.sum(axis=1).tolist())) if C else {}
 
@@ -213,18 +214,97 @@ class ItemBootstrap:
             return np.full(self.n_boot + 1, np.nan)
         return np.nanmean(self.reps[:, cols], axis=1)
 
-    def _interval(self, r: np.ndarray) -> Estimate:
-        """Row 0 as the point, the percentile interval of the finite replicates (none with < 2 replicates)."""
+    def _interval(self, r: np.ndarray, w: np.ndarray | None = None) -> Estimate:
+        """Row 0 as the point, the percentile interval of the finite replicates (none with < 2 replicates);
+        where every replicate is the same value, the exact interval of :func:`agreeing_items_interval`."""
         if self.n_boot > 1:
             b = r[1:][np.isfinite(r[1:])]
             if len(b):
+                if w is not None and np.ptp(b) <= 1e-12 and np.isfinite(r[0]):
+                    exact = self._agreeing(w)
+                    if exact is not None:
+                        return Estimate(float(r[0]), *exact)
                 lo, hi = percentile_interval(b, self.level)
                 return Estimate(float(r[0]), float(lo), float(hi))
         return Estimate(float(r[0]))
 
+    def _weights(self, cell_ids) -> np.ndarray:
+        w = np.zeros(len(self.cells))
+        cols = [self.pos[str(c)] for c in cell_ids if str(c) in self.pos]
+        for c in cols:
+            w[c] += 1.0 / len(cols)
+        return w
+
+    def _agreeing(self, w: np.ndarray) -> tuple[float, float] | None:
+        """The reading sum_c w_c * cell_c when, in every task, all items give it the same value."""
+        cols = np.flatnonzero(w)
+        valid, use_task = self._valid[cols], self._use_task[cols]
+        if not len(cols) or not (valid == valid[0]).all() or not (use_task == use_task[0]).all():
+            return None  # cells on different item sets or aggregations: keep the bootstrap's interval
+        d = w[cols] @ self._S[cols][:, valid[0]]
+        task = self._task[valid[0]]
+        groups = [task == t for t in sorted(set(task))]
+        if any(np.ptp(d[g]) > 1e-9 for g in groups):
+            return None
+        n = np.array([g.sum() for g in groups])
+        share = np.full(len(n), 1.0 / len(n)) if use_task[0] else n / n.sum()
+        return agreeing_items_interval(np.array([d[g][0] for g in groups]), n, share,
+                                       float(w[w < 0].sum()), float(w[w > 0].sum()), self.level)
+
     def estimate(self, cell_ids) -> Estimate:
-        return self._interval(self.replicates(cell_ids))
+        return self._interval(self.replicates(cell_ids), self._weights(cell_ids))
 
     def difference(self, cells_a, cells_b) -> Estimate:
         """Paired difference mean(cells_b) - mean(cells_a) on the same resampled items."""
-        return self._interval(self.replicates(cells_b) - self.replicates(cells_a))
+        return self._interval(self.replicates(cells_b) - self.replicates(cells_a),
+                              self._weights(cells_b) - self._weights(cells_a))
+
+
+def agreeing_items_interval(values: np.ndarray, n: np.ndarray, share: np.ndarray, lo: float, hi: float,
+                            level: float = LEVEL) -> tuple[float, float]:
+    """Exact, distribution-free interval for a reading whose items all agree within each task.
+
+    When every item of task t gives the same value v_t (e.g. a dropped answer prefix breaks every variable-
+    tracking item), every bootstrap resample gives the same number and a percentile interval has zero width,
+    whatever the number of items. Population: the same cells on infinitely many items of each task; a per-item
+    value lies in [lo, hi] (scores on the 0-1 scale: the sums of the negative and of the positive weights).
+    If a fraction p_t of task t's items take the value v_t, the task mean lies within (1 - p_t)(hi - lo) of
+    v_t, and the observed agreement has probability prod_t p_t^n_t. Half of 1 - level goes to each case:
+
+    * every v_t at an end of the range (all right, all wrong, every item flipped): the confidence set is the
+      p with prod_t p_t^n_t >= c, c = (1 - level) / 2 / 2^T (one c per pattern of ends); the bound is the
+      furthest reading over that set (the optimum has p_t proportional to n_t / share_t, found by bisection);
+    * some v_t inside the range (partial scores): each task's bound separately, p_t >= q_t with q_t^n_t (an
+      end) or q_t^(n_t - 1) (any of many inner values) = (1 - level) / 2 / (3 T), and the share-weighted sum.
+
+    One item per task with an inner value gives the whole range. Conservative by construction; coverage
+    checked by simulation in tests/test_stats_exact.py."""
+    values, n, share = (np.asarray(x, dtype=float) for x in (values, n, share))
+    alpha, T, R = 1.0 - level, len(n), hi - lo
+    base = float(share @ values)
+    at_lo, at_hi = np.abs(values - lo) < 1e-12, np.abs(values - hi) < 1e-12
+    if (at_lo | at_hi).all():
+        c = alpha / 2 / 2 ** T
+        return base - R * _slack(share[at_hi], n[at_hi], c), base + R * _slack(share[at_lo], n[at_lo], c)
+    a = alpha / 2 / (3 * T)
+    power = np.where(at_lo | at_hi, n, n - 1)
+    q = np.where(power >= 1, a ** (1.0 / np.maximum(power, 1)), 0.0)
+    return float(share @ (values - (1 - q) * (values - lo))), float(share @ (values + (1 - q) * (hi - values)))
+
+
+def _slack(share: np.ndarray, n: np.ndarray, c: float) -> float:
+    """max sum_t share_t (1 - p_t) over 0 < p_t <= 1 with sum_t n_t log p_t >= log c."""
+    if not len(n) or not (share > 0).any():
+        return 0.0
+
+    def p_of(log_lam: float) -> np.ndarray:
+        return np.minimum(1.0, np.exp(log_lam) * n / np.maximum(share, 1e-300))
+
+    lo_l, hi_l = -700.0, 700.0
+    for _ in range(200):  # sum n log p rises with lambda; find where it meets log c
+        mid = (lo_l + hi_l) / 2
+        if float(n @ np.log(p_of(mid))) < np.log(c):
+            lo_l = mid
+        else:
+            hi_l = mid
+    return float(share @ (1 - p_of(hi_l)))
